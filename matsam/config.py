@@ -1,0 +1,175 @@
+"""One frozen dataclass per pipeline stage.
+
+The workflow config (``config/config.yaml``) and the CLI both build these from plain dicts, so a
+threshold means the same thing wherever it is set. Unknown keys are errors, not silent no-ops:
+a typo in a config should never fall back to a default unnoticed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping, TypeVar
+
+Mode = Literal["grain", "phase"]
+MODES: tuple[str, ...] = ("grain", "phase")
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown or invalid."""
+
+
+@dataclass(frozen=True)
+class ReadConfig:
+    """How a micrograph becomes the 8-bit RGB image that SAM sees."""
+
+    # 16-bit (or float) images: "percentile" maps the [low, high] percentiles to 0..255,
+    # "full" maps the dtype's full range (0..65535) to 0..255.
+    scale16: Literal["percentile", "full"] = "percentile"
+    percentiles: tuple[float, float] = (0.5, 99.5)
+    # Stretch each channel to 0..255 before encoding: many micrographs use a narrow grey range.
+    stretch: bool = True
+
+
+@dataclass(frozen=True)
+class CropConfig:
+    """SAM-style crop layers: layer i splits the image into 2**i x 2**i overlapping crops."""
+
+    n_layers: int = 1
+    overlap_ratio: float = 512 / 1500
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """Pre-segmentation and point prompts."""
+
+    # "auto": Canny for grain images, OTSU for phase images.
+    method: Literal["auto", "canny", "otsu"] = "auto"
+    blur: int = 3  # Gaussian kernel size before pre-segmentation (odd, 0 = none)
+    canny_low: float | None = None  # None: 0.66 x median grey of the blurred image
+    canny_high: float | None = None  # None: 1.33 x median grey
+    edge_dilate: int = 3  # close Canny edges with a square of this size
+    # Phase images: which side of the Otsu threshold is the phase of interest.
+    foreground: Literal["auto", "dark", "bright"] = "auto"
+    # Pre-segmented regions smaller than this (in px of the crop) are outliers, not prompts.
+    min_region_area: int = 12
+    # Grid points per side = clip(grid_factor * sqrt(n_objects), grid_min, grid_max).
+    grid_factor: float = 1.0
+    grid_min: int = 8
+    grid_max: int = 32
+    # A band of this fraction of the crop size along each edge gets `edge_density` x more points.
+    edge_band: float = 0.08
+    edge_density: float = 2.0
+    max_points: int = 1500
+
+
+@dataclass(frozen=True)
+class SamConfig:
+    """Model choice and SAM's own mask filters."""
+
+    model: Literal["mobile_sam", "vit_b", "vit_l", "vit_h"] = "mobile_sam"
+    checkpoint: str | None = None  # None: the verified MobileSAM weights (`matsam weights`)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    points_per_batch: int = 32
+    # Skip a prompt that falls inside a mask already kept: it would mostly return the same mask,
+    # and on a CPU every prompt costs as much as a small image encoder pass.
+    skip_covered_points: bool = True
+    pred_iou_thresh: float = 0.80
+    stability_score_thresh: float = 0.85
+    stability_score_offset: float = 1.0
+    box_nms_thresh: float = 0.7
+    min_mask_area: int = 8
+    # Masks larger than this fraction of the crop are background or several objects merged.
+    max_mask_fraction: float = 0.25
+
+
+@dataclass(frozen=True)
+class MergeConfig:
+    """Cross-crop NMS and post-processing into labels."""
+
+    crop_nms_thresh: float = 0.7
+    # Masks whose box lies within this many px of an inner crop edge are cut off: drop them.
+    crop_edge_tolerance: int = 2
+    min_object_area: int = 16
+    # Grain mode: unlabelled regions wider than this (px radius) become grains of their own
+    # instead of being split among their neighbours.
+    gap_grain_radius: int = 3
+    # Phase mode: an object belongs to the phase when at least this fraction of its pixels lies
+    # on the phase side of the pre-segmentation threshold.
+    phase_min_fraction: float = 0.5
+
+
+@dataclass(frozen=True)
+class QuantifyConfig:
+    pixel_size_um: float | None = None
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """Everything one micrograph's chain needs, for one mode."""
+
+    mode: Mode = "grain"
+    read: ReadConfig = field(default_factory=ReadConfig)
+    crops: CropConfig = field(default_factory=CropConfig)
+    prompts: PromptConfig = field(default_factory=PromptConfig)
+    sam: SamConfig = field(default_factory=SamConfig)
+    merge: MergeConfig = field(default_factory=MergeConfig)
+    quantify: QuantifyConfig = field(default_factory=QuantifyConfig)
+
+
+STAGES: dict[str, type] = {
+    "read": ReadConfig,
+    "crops": CropConfig,
+    "prompts": PromptConfig,
+    "sam": SamConfig,
+    "merge": MergeConfig,
+    "quantify": QuantifyConfig,
+}
+
+T = TypeVar("T")
+
+
+def build(cls: type[T], values: Mapping[str, Any] | None, where: str = "") -> T:
+    """Build a stage dataclass from a dict, rejecting unknown keys by name."""
+    values = dict(values or {})
+    names = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ConfigError(
+            f"{where or cls.__name__}: unknown key(s) {', '.join(unknown)}; "
+            f"allowed: {', '.join(sorted(names))}"
+        )
+    for key, value in values.items():
+        if isinstance(value, list):
+            values[key] = tuple(value)
+    return cls(**values)
+
+
+def method_config(
+    mode: str, overrides: Mapping[str, Mapping[str, Any]] | None = None, where: str = ""
+) -> MethodConfig:
+    """Merge per-stage overrides into the defaults for `mode`."""
+    if mode not in MODES:
+        raise ConfigError(f"{where}: mode must be one of {MODES}, got {mode!r}")
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - set(STAGES))
+    if unknown:
+        raise ConfigError(f"{where}: unknown section(s) {', '.join(unknown)}")
+    stages = {
+        name: build(cls, overrides.get(name), f"{where}.{name}" if where else name)
+        for name, cls in STAGES.items()
+    }
+    return MethodConfig(mode=mode, **stages)  # type: ignore[arg-type]
+
+
+def merge_sections(*layers: Mapping[str, Mapping[str, Any]] | None) -> dict[str, dict[str, Any]]:
+    """Later layers override earlier ones, key by key inside each stage section."""
+    out: dict[str, dict[str, Any]] = {}
+    for layer in layers:
+        for section, values in (layer or {}).items():
+            out.setdefault(section, {}).update(values or {})
+    return out
+
+
+def as_dict(obj: Any) -> dict[str, Any]:
+    return dataclasses.asdict(obj)

@@ -1,0 +1,201 @@
+"""Reading micrographs and writing results, atomically.
+
+Every writer goes through :func:`atomic_path`: the file appears under its final name only once it
+is complete, so an interrupted job never leaves a half-written result that looks valid, and a
+failure leaves the previous version intact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import cv2
+import numpy as np
+import tifffile
+
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
+
+
+class InputError(ValueError):
+    """An input file is missing, unreadable or has an unusable shape; the message names it."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it over `path` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read a micrograph as stored: (H, W) or (H, W, C) in its own dtype.
+
+    TIFF goes through tifffile (8/16-bit, float, RGB(A)); PNG/JPEG/BMP through OpenCV with
+    IMREAD_UNCHANGED so 16-bit PNGs keep their depth. Colour images come back as RGB(A).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix not in IMAGE_SUFFIXES:
+        raise InputError(f"{path}: unsupported image type {suffix!r} (use {', '.join(IMAGE_SUFFIXES)})")
+    try:
+        if suffix in (".tif", ".tiff"):
+            img = tifffile.imread(path)
+        else:
+            img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+            if img is None:
+                raise InputError(f"{path}: not a readable {suffix[1:].upper()} image")
+            if img.ndim == 3:
+                code = cv2.COLOR_BGRA2RGBA if img.shape[2] == 4 else cv2.COLOR_BGR2RGB
+                img = cv2.cvtColor(img, code)
+    except InputError:
+        raise
+    except Exception as exc:  # tifffile/OpenCV raise many types for corrupt files
+        raise InputError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from exc
+    img = np.asarray(img)
+    if img.ndim == 3 and img.shape[0] in (3, 4) and img.shape[2] not in (3, 4):
+        img = np.moveaxis(img, 0, -1)  # planar (C, H, W) TIFF
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[..., 0]
+    if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (3, 4)):
+        raise InputError(
+            f"{path}: expected a 2D grey or RGB(A) image, got an array of shape {img.shape} "
+            "(stacks belong under `stacks:`)"
+        )
+    if min(img.shape[:2]) < 16:
+        raise InputError(f"{path}: image too small ({img.shape[1]}x{img.shape[0]} px)")
+    if img.dtype == bool or not (np.issubdtype(img.dtype, np.integer) or np.issubdtype(img.dtype, np.floating)):
+        raise InputError(f"{path}: unsupported pixel type {img.dtype}")
+    return img
+
+
+def to_uint8(img: np.ndarray, scale16: str = "percentile", percentiles: tuple[float, float] = (0.5, 99.5)) -> np.ndarray:
+    """Map any integer/float image to uint8; 8-bit input is returned unchanged."""
+    if img.dtype == np.uint8:
+        return img
+    data = img.astype(np.float64)
+    if scale16 == "full" and np.issubdtype(img.dtype, np.integer):
+        info = np.iinfo(img.dtype)
+        lo, hi = float(info.min), float(info.max)
+    else:
+        lo, hi = np.percentile(data, percentiles)
+        if hi <= lo:
+            lo, hi = float(data.min()), float(data.max())
+    scaled = (data - lo) / max(hi - lo, 1e-12) * 255.0
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def to_rgb8(img: np.ndarray, scale16: str = "percentile", percentiles: tuple[float, float] = (0.5, 99.5)) -> np.ndarray:
+    """(H, W, 3) uint8 RGB for SAM: grey is replicated, alpha dropped, deep images rescaled."""
+    if img.ndim == 3 and img.shape[2] == 4:
+        img = img[..., :3]
+    img8 = to_uint8(img, scale16, percentiles)
+    if img8.ndim == 2:
+        img8 = np.repeat(img8[..., None], 3, axis=2)
+    return np.ascontiguousarray(img8)
+
+
+def stretch_contrast(rgb: np.ndarray, percentiles: tuple[float, float] = (0.5, 99.5)) -> np.ndarray:
+    """Stretch each channel's [low, high] percentiles to 0..255.
+
+    Micrographs often span a narrow grey range (NBS-2: 72..162); SAM's encoder sees much more
+    structure after stretching.
+    """
+    out = np.empty_like(rgb)
+    for c in range(rgb.shape[2]):
+        channel = rgb[..., c]
+        lo, hi = np.percentile(channel, percentiles)
+        if hi <= lo:
+            out[..., c] = channel
+            continue
+        lut = np.clip((np.arange(256) - lo) / (hi - lo) * 255.0, 0, 255).round().astype(np.uint8)
+        out[..., c] = lut[channel]
+    return out
+
+
+def to_gray(img: np.ndarray) -> np.ndarray:
+    """Grey intensities in the image's own units (for measurements), (H, W) float32."""
+    if img.ndim == 3:
+        rgb = img[..., :3].astype(np.float32)
+        return rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return img.astype(np.float32)
+
+
+def read_label(path: str | os.PathLike[str], shape: tuple[int, int] | None = None) -> np.ndarray:
+    """A single-channel uint8 label map; checks it matches the image's (H, W)."""
+    label = read_image(path)
+    if label.ndim == 3:
+        if not (np.all(label[..., 0] == label[..., 1]) and np.all(label[..., 0] == label[..., 2])):
+            raise InputError(f"{path}: label must be single-channel (got colour)")
+        label = label[..., 0]
+    if shape is not None and label.shape != tuple(shape):
+        raise InputError(f"{path}: label is {label.shape[1]}x{label.shape[0]} px, image is {shape[1]}x{shape[0]} px")
+    return label
+
+
+def write_png(path: str | os.PathLike[str], img: np.ndarray) -> None:
+    """Lossless PNG; RGB arrays are written as RGB (OpenCV expects BGR)."""
+    if img.ndim == 3:
+        img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), img):
+            raise OSError(f"{path}: could not write PNG")
+
+
+def write_tiff(path: str | os.PathLike[str], img: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(tmp, img, compression="zlib")
+
+
+def write_json(path: str | os.PathLike[str], data: Any) -> None:
+    """JSON with NaN written as null (NaN is not JSON)."""
+    if isinstance(data, dict):
+        data = {k: (None if isinstance(v, float) and v != v else v) for k, v in data.items()}
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def write_csv(path: str | os.PathLike[str], frame: Any) -> None:
+    """Write a pandas DataFrame without its index."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.6g")
+
+
+def write_npz(path: str | os.PathLike[str], **arrays: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+
+
+def read_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    with np.load(path) as data:
+        return {key: data[key] for key in data.files}
+
+
+def list_images(folder: str | os.PathLike[str]) -> list[Path]:
+    """Image files in a folder (or matching a glob), sorted by name."""
+    pattern = str(folder)
+    if any(ch in pattern for ch in "*?["):
+        files = sorted(Path(p) for p in glob.glob(pattern))
+    else:
+        files = sorted(Path(folder).iterdir()) if Path(folder).is_dir() else []
+    return [f for f in files if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]

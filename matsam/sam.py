@@ -1,0 +1,240 @@
+"""SAM inference on one crop: the only module that touches torch.
+
+Where SAM's automatic mask generator spends its time is the decoder side: it upsamples all three
+low-resolution masks of every point to full size before filtering. Here the best of the three
+masks is picked by predicted IoU, the IoU and stability filters run on the 256x256 logits, and
+only the survivors are upsampled. Masks leave this module bit-packed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision.ops import nms
+
+from .config import SamConfig
+from .weights import default_checkpoint, is_verified, verify
+
+LOW_RES = 256  # SAM's mask decoder output size
+MODEL_FAMILIES = {"mobile_sam": ("mobile_sam", "vit_t"), "vit_b": ("segment_anything", "vit_b"),
+                  "vit_l": ("segment_anything", "vit_l"), "vit_h": ("segment_anything", "vit_h")}
+
+
+@dataclass
+class CropMasks:
+    """Masks of one crop, in the crop's pixel frame.
+
+    packed: (N, ceil(H*W/8)) uint8, np.packbits of each flattened (H, W) bool mask.
+    boxes: (N, 4) int32 (x0, y0, x1, y1), inclusive-exclusive. point_index: prompt of each mask.
+    """
+
+    packed: np.ndarray
+    shape: tuple[int, int]
+    scores: np.ndarray
+    stability: np.ndarray
+    boxes: np.ndarray
+    areas: np.ndarray
+    point_index: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def mask(self, i: int) -> np.ndarray:
+        """Unpack mask i to (H, W) bool."""
+        h, w = self.shape
+        return np.unpackbits(self.packed[i], count=h * w).reshape(h, w).astype(bool)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {"packed": self.packed, "shape": np.array(self.shape), "scores": self.scores,
+                "stability": self.stability, "boxes": self.boxes, "areas": self.areas,
+                "point_index": self.point_index}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "CropMasks":
+        h, w = (int(v) for v in arrays["shape"])
+        return cls(arrays["packed"], (h, w), arrays["scores"], arrays["stability"], arrays["boxes"],
+                   arrays["areas"], arrays["point_index"])
+
+    @classmethod
+    def empty(cls, shape: tuple[int, int]) -> "CropMasks":
+        nbytes = (shape[0] * shape[1] + 7) // 8
+        return cls(np.zeros((0, nbytes), np.uint8), shape, np.zeros(0, np.float32), np.zeros(0, np.float32),
+                   np.zeros((0, 4), np.int32), np.zeros(0, np.int64), np.zeros(0, np.int64))
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("sam.device is 'cuda' but no CUDA device is visible")
+    return torch.device(name)
+
+
+def build_model(model: str, checkpoint: str | Path | None) -> torch.nn.Module:
+    """Build the architecture and load its weights (no weights: random init, for tests).
+
+    MobileSAM's builder switches to eval() before weights are loaded, and TinyViT caches its
+    attention biases at that moment; eval() must run again after loading or the encoder keeps
+    the random biases.
+    """
+    if model not in MODEL_FAMILIES:
+        raise ValueError(f"unknown SAM model {model!r}; choose one of {', '.join(MODEL_FAMILIES)}")
+    package, key = MODEL_FAMILIES[model]
+    if package == "mobile_sam":
+        from mobile_sam import sam_model_registry
+    else:
+        from segment_anything import sam_model_registry
+    net = sam_model_registry[key](checkpoint=None)
+    if checkpoint is not None:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        net.load_state_dict(state)
+    return net.eval()
+
+
+def checkpoint_for(cfg: SamConfig) -> Path:
+    """The checkpoint to load: the configured path, or the verified default MobileSAM weights."""
+    if cfg.checkpoint:
+        path = Path(cfg.checkpoint).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: SAM checkpoint not found (sam.checkpoint)")
+        return path
+    if cfg.model != "mobile_sam":
+        raise ValueError(f"sam.model {cfg.model!r} needs sam.checkpoint: a path to its weights")
+    path = default_checkpoint()
+    if not is_verified(path):
+        verify(path)
+    return path
+
+
+class Segmenter:
+    """A loaded SAM model that segments crops from point prompts. Load once, call many times."""
+
+    def __init__(self, net: torch.nn.Module, device: torch.device):
+        self.net = net.to(device)
+        self.device = device
+        self.size = int(net.image_encoder.img_size)
+
+    @classmethod
+    def from_config(cls, cfg: SamConfig) -> "Segmenter":
+        return cls(build_model(cfg.model, checkpoint_for(cfg)), resolve_device(cfg.device))
+
+    def _input_size(self, h: int, w: int) -> tuple[int, int]:
+        scale = self.size / max(h, w)
+        return int(h * scale + 0.5), int(w * scale + 0.5)
+
+    @torch.inference_mode()
+    def embed(self, rgb: np.ndarray) -> torch.Tensor:
+        """Image embedding of an (H, W, 3) uint8 RGB crop, resized to SAM's 1024 longest side."""
+        h, w = rgb.shape[:2]
+        th, tw = self._input_size(h, w)
+        image = torch.as_tensor(rgb, device=self.device).permute(2, 0, 1)[None].float()
+        image = F.interpolate(image, (th, tw), mode="bilinear", align_corners=False, antialias=True)
+        return self.net.image_encoder(self.net.preprocess(image))
+
+    @torch.inference_mode()
+    def segment(self, rgb: np.ndarray, points: np.ndarray, cfg: SamConfig) -> CropMasks:
+        """Best-of-three masks for every point prompt, filtered, with NMS inside the crop.
+
+        rgb: (H, W, 3) uint8; points: (N, 2) float (x, y) in the crop's pixels.
+        """
+        h, w = rgb.shape[:2]
+        if len(points) == 0:
+            return CropMasks.empty((h, w))
+        features = self.embed(rgb)
+        th, tw = self._input_size(h, w)
+        valid_h, valid_w = -(-th * LOW_RES // self.size), -(-tw * LOW_RES // self.size)
+        scale = torch.tensor([tw / w, th / h], device=self.device)
+        dense_pe = self.net.prompt_encoder.get_dense_pe()
+        kept: list[tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        covered = np.zeros((h, w), dtype=bool)
+        cols = np.clip(points[:, 0].astype(int), 0, w - 1)
+        rows = np.clip(points[:, 1].astype(int), 0, h - 1)
+        queue = np.arange(len(points))
+        while queue.size:
+            if cfg.skip_covered_points:
+                queue = queue[~covered[rows[queue], cols[queue]]]
+            index_np, queue = queue[: cfg.points_per_batch], queue[cfg.points_per_batch :]
+            if index_np.size == 0:
+                break
+            batch = torch.as_tensor(points[index_np], dtype=torch.float32, device=self.device)
+            coords = (batch * scale)[:, None, :]
+            labels = torch.ones(len(batch), 1, dtype=torch.int, device=self.device)
+            sparse, dense = self.net.prompt_encoder(points=(coords, labels), boxes=None, masks=None)
+            logits, iou = self.net.mask_decoder(
+                image_embeddings=features, image_pe=dense_pe, sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense, multimask_output=True,
+            )
+            logits = logits[:, :, :valid_h, :valid_w]
+            # Best of the three masks by predicted IoU, among those small enough to be one object:
+            # for a point in a grain, "the whole micrograph" is often SAM's most confident answer.
+            fraction = (logits > 0).float().mean(dim=(-1, -2))
+            ranked = torch.where(fraction <= cfg.max_mask_fraction, iou, iou - 10.0)
+            best = ranked.argmax(dim=1)
+            rows_t = torch.arange(len(batch), device=self.device)
+            logits = logits[rows_t, best]
+            score = ranked[rows_t, best]
+            stability = stability_score(logits, cfg.stability_score_offset)
+            ok = (score >= cfg.pred_iou_thresh) & (stability >= cfg.stability_score_thresh)
+            if not ok.any():
+                continue
+            masks = F.interpolate(logits[ok][:, None], (h, w), mode="bilinear", align_corners=False)[:, 0] > 0
+            index = torch.as_tensor(index_np, device=self.device)[ok]
+            if cfg.skip_covered_points:
+                covered |= masks.any(dim=0).cpu().numpy()
+            kept.append(pack(masks, score[ok], stability[ok], index, cfg.min_mask_area))
+        return nms_crop(kept, (h, w), cfg.box_nms_thresh)
+
+
+def stability_score(logits: torch.Tensor, offset: float) -> torch.Tensor:
+    """IoU of the masks thresholded at +offset and -offset: how little the mask moves."""
+    high = (logits > offset).sum(dim=(-1, -2)).float()
+    low = (logits > -offset).sum(dim=(-1, -2)).float()
+    return torch.where(low > 0, high / low.clamp(min=1), torch.zeros_like(low))
+
+
+def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) bool -> (N, 4) (x0, y0, x1, y1) half-open boxes; empty masks give zeros."""
+    n, h, w = masks.shape
+    if n == 0:
+        return torch.zeros(0, 4, dtype=torch.int64, device=masks.device)
+    cols, rows = masks.any(dim=1), masks.any(dim=2)
+    xr = torch.arange(w, device=masks.device)
+    yr = torch.arange(h, device=masks.device)
+    x0 = torch.where(cols, xr, w).min(dim=1).values
+    x1 = torch.where(cols, xr, -1).max(dim=1).values + 1
+    y0 = torch.where(rows, yr, h).min(dim=1).values
+    y1 = torch.where(rows, yr, -1).max(dim=1).values + 1
+    boxes = torch.stack([x0, y0, x1, y1], dim=1)
+    return torch.where(cols.any(dim=1, keepdim=True), boxes, torch.zeros_like(boxes))
+
+
+def pack(masks: torch.Tensor, score: torch.Tensor, stability: torch.Tensor, index: torch.Tensor,
+         min_area: int) -> tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    areas = masks.sum(dim=(1, 2))
+    big = areas >= max(min_area, 1)
+    masks, areas = masks[big], areas[big]
+    boxes = mask_boxes(masks)
+    packed = np.packbits(masks.flatten(1).cpu().numpy(), axis=1)
+    return packed, score[big], stability[big], index[big], torch.cat([boxes, areas[:, None]], dim=1)
+
+
+def nms_crop(kept: list, shape: tuple[int, int], threshold: float) -> CropMasks:
+    if not kept:
+        return CropMasks.empty(shape)
+    packed = np.concatenate([k[0] for k in kept])
+    score = torch.cat([k[1] for k in kept]).float()
+    stability = torch.cat([k[2] for k in kept]).float()
+    index = torch.cat([k[3] for k in kept])
+    box_area = torch.cat([k[4] for k in kept])
+    order = nms(box_area[:, :4].float(), score, threshold).cpu().numpy()
+    box_area = box_area.cpu().numpy()[order]
+    return CropMasks(
+        packed=packed[order], shape=shape, scores=score.cpu().numpy()[order].astype(np.float32),
+        stability=stability.cpu().numpy()[order].astype(np.float32),
+        boxes=box_area[:, :4].astype(np.int32), areas=box_area[:, 4].astype(np.int64),
+        point_index=index.cpu().numpy()[order].astype(np.int64),
+    )

@@ -1,0 +1,163 @@
+"""The pipeline's steps as file-to-file functions.
+
+Each Snakemake rule calls exactly one of these (through a short script in `scripts/`), and the
+`matsam segment` CLI calls them in sequence, so both run the same code. Every step reads its
+inputs, calls the pure functions of the other modules, and writes its outputs atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import baselines, io, metrics, prompts, quantify
+from .config import MethodConfig
+from .crops import Crop, crop_boxes
+from .merge import candidates, cross_crop_nms, merge_grains, merge_phase
+from .overlay import overlay
+
+PathLike = str | Path
+METRIC_COLUMNS = ["image", "method", "ari", "vi", "iou", "miou", "f1", "recall"]
+
+
+def prepare_image(src: PathLike, dst: PathLike, cfg: MethodConfig) -> None:
+    """Any supported micrograph -> 8-bit RGB PNG, the one image every later step reads."""
+    raw = io.read_image(src)
+    io.write_png(dst, io.to_rgb8(raw, cfg.read.scale16, cfg.read.percentiles))
+
+
+def plan_crops(image: PathLike, dst: PathLike, cfg: MethodConfig) -> None:
+    rgb = io.read_image(image)
+    height, width = rgb.shape[:2]
+    boxes = crop_boxes(height, width, cfg.crops.n_layers, cfg.crops.overlap_ratio)
+    io.write_json(dst, {"height": height, "width": width, "crops": [c.as_dict() for c in boxes]})
+
+
+def read_crops(path: PathLike) -> list[Crop]:
+    return [Crop(**c) for c in io.read_json(path)["crops"]]
+
+
+def make_prompts(image: PathLike, crops_file: PathLike, dst: PathLike, cfg: MethodConfig) -> None:
+    """Pre-segment once on the whole image, then write each crop's prompts in its own frame."""
+    rgb = io.read_image(image)
+    pre = prompts.presegment(rgb, cfg.mode, cfg.prompts)
+    arrays: dict[str, np.ndarray] = {"threshold": np.float64(pre.threshold), "foreground": np.str_(pre.foreground)}
+    for crop in read_crops(crops_file):
+        for key, value in prompts.crop_prompts(pre, crop, cfg.prompts).items():
+            arrays[f"{key}_{crop.index}"] = value
+    io.write_npz(dst, **arrays)
+
+
+def segment_crops(image: PathLike, crops_file: PathLike, prompts_file: PathLike,
+                  outputs: Sequence[PathLike], cfg: MethodConfig, segmenter=None) -> None:
+    """Run SAM on every crop of an image; one mask file per crop (index = position in outputs)."""
+    from .sam import Segmenter  # torch is imported only by the steps that need it
+
+    segmenter = segmenter or Segmenter.from_config(cfg.sam)
+    rgb = io.read_image(image)
+    if cfg.read.stretch:
+        rgb = io.stretch_contrast(rgb, cfg.read.percentiles)
+    point_sets = io.read_npz(prompts_file)
+    crops = read_crops(crops_file)
+    if len(crops) != len(outputs):
+        raise ValueError(f"{crops_file}: {len(crops)} crops but {len(outputs)} output files")
+    for crop, out in zip(crops, outputs):
+        window = np.ascontiguousarray(rgb[crop.y0 : crop.y1, crop.x0 : crop.x1])
+        masks = segmenter.segment(window, point_sets[f"points_{crop.index}"], cfg.sam)
+        io.write_npz(out, **masks.to_arrays())
+
+
+def merge_masks(image: PathLike, crops_file: PathLike, prompts_file: PathLike, mask_files: Sequence[PathLike],
+                labels_out: PathLike, map_out: PathLike, cfg: MethodConfig) -> None:
+    """Cross-crop NMS and post-processing into labels.tif plus boundaries.png or phase.png."""
+    from .sam import CropMasks
+
+    rgb = io.read_image(image)
+    gray = prompts.to_gray8(rgb)
+    height, width = gray.shape
+    crops = read_crops(crops_file)
+    crop_masks = [CropMasks.from_arrays(io.read_npz(f)) for f in mask_files]
+    cands = cross_crop_nms(candidates(crops, crop_masks, height, width, cfg.merge), cfg.merge.crop_nms_thresh)
+    if cfg.mode == "grain":
+        labels, mask = merge_grains(cands, gray, cfg.merge)
+    else:
+        pre = io.read_npz(prompts_file)
+        side = phase_side(gray, float(pre["threshold"]), str(pre["foreground"]), cfg)
+        labels, mask = merge_phase(cands, side, cfg.merge)
+    io.write_tiff(labels_out, labels)
+    io.write_png(map_out, mask)
+
+
+def phase_side(gray: np.ndarray, threshold: float, foreground: str, cfg: MethodConfig) -> np.ndarray:
+    """Pixels on the phase side of the pre-segmentation threshold, (H, W) bool."""
+    smooth = prompts.blurred(gray, cfg.prompts.blur)
+    return smooth <= threshold if foreground == "dark" else smooth > threshold
+
+
+def draw_overlay(image: PathLike, labels_file: PathLike, map_file: PathLike, dst: PathLike, mode: str) -> None:
+    rgb = io.read_image(image)
+    labels = io.read_image(labels_file).astype(np.int64)
+    boundaries = io.read_image(map_file) if mode == "grain" else None
+    io.write_png(dst, overlay(rgb, labels, boundaries))
+
+
+def quantify_objects(raw_image: PathLike, labels_file: PathLike, map_file: PathLike, objects_out: PathLike,
+                     summary_out: PathLike, cfg: MethodConfig, image_name: str) -> None:
+    """Per-object table in the image's own intensity units, and the image's summary row."""
+    intensity = io.to_gray(io.read_image(raw_image))
+    labels = io.read_image(labels_file).astype(np.int64)
+    pixel = cfg.quantify.pixel_size_um
+    io.write_csv(objects_out, quantify.object_table(labels, intensity, pixel))
+    phase = io.read_image(map_file) if cfg.mode == "phase" else None
+    row = {"image": image_name, "mode": cfg.mode, **quantify.image_summary(labels, cfg.mode, pixel, phase)}
+    io.write_json(summary_out, row)
+
+
+def score(mode: str, predicted_map: np.ndarray, label: np.ndarray) -> dict[str, float]:
+    """Metrics of one prediction against a label map (255 = unlabelled)."""
+    truth, ignore = metrics.split_ignore(label)
+    if mode == "grain":
+        return metrics.grain_scores(predicted_map.astype(bool), truth.astype(bool), ignore)
+    return metrics.phase_scores((predicted_map > 0).astype(np.uint8), (truth > 0).astype(np.uint8), ignore)
+
+
+def evaluate_image(image: PathLike, map_file: PathLike, label_file: PathLike, prompts_file: PathLike,
+                   dst: PathLike, cfg: MethodConfig, image_name: str, methods: Sequence[str]) -> None:
+    """Score matsam and the classic baselines on one labelled image; one row per method."""
+    rgb = io.read_image(image)
+    label = io.read_label(label_file, rgb.shape[:2])
+    rows = [{"image": image_name, "method": "matsam", **score(cfg.mode, io.read_image(map_file), label)}]
+    if cfg.mode == "grain":
+        for name in methods:
+            rows.append({"image": image_name, "method": name, **score("grain", baselines.GRAIN_BASELINES[name](rgb), label)})
+    else:
+        foreground = str(io.read_npz(prompts_file)["foreground"])
+        for name in methods:
+            predicted = baselines.PHASE_BASELINES[name](rgb, foreground)
+            rows.append({"image": image_name, "method": name, **score("phase", predicted, label)})
+    io.write_csv(dst, pd.DataFrame(rows).reindex(columns=METRIC_COLUMNS))
+
+
+def aggregate_dataset(metric_files: Sequence[PathLike], summary_files: Sequence[PathLike],
+                      metrics_out: PathLike, summary_out: PathLike) -> None:
+    frames = [pd.read_csv(f) for f in metric_files]
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=METRIC_COLUMNS)
+    io.write_csv(metrics_out, table.reindex(columns=METRIC_COLUMNS))
+    rows = [json.loads(Path(f).read_text()) for f in summary_files]
+    io.write_csv(summary_out, pd.DataFrame(rows))
+
+
+def aggregate_all(datasets: Sequence[str], metric_files: Sequence[PathLike], dst: PathLike) -> None:
+    """One row per dataset x method: the number of scored images and the mean of each metric."""
+    rows = []
+    for dataset, path in zip(datasets, metric_files):
+        table = pd.read_csv(path)
+        for method, group in table.groupby("method", sort=False):
+            means = group[METRIC_COLUMNS[2:]].mean(numeric_only=True)
+            rows.append({"dataset": dataset, "method": method, "n_images": len(group), **means.to_dict()})
+    columns = ["dataset", "method", "n_images", *METRIC_COLUMNS[2:]]
+    io.write_csv(dst, pd.DataFrame(rows).reindex(columns=columns))

@@ -1,0 +1,242 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from skimage.metrics import variation_of_information as sk_vi
+from sklearn.metrics import adjusted_rand_score
+
+from matsam.metrics import (
+    adjusted_rand_index,
+    grain_scores,
+    multiclass_miou,
+    per_class_iou,
+    phase_scores,
+    regions_from_boundaries,
+    split_ignore,
+    variation_of_information,
+)
+
+
+def notebook_miou(pred: np.ndarray, mask: np.ndarray) -> float:
+    """The official MatSAM notebook's ``Metric.get_iou``, transcribed as the reference."""
+    class_num = np.amax(mask) + 1
+    temp = 0.0
+    for i_cl in range(class_num):
+        n_ii = np.count_nonzero(mask[pred == i_cl] == i_cl)
+        t_i = np.count_nonzero(mask == i_cl)
+        temp += n_ii / (t_i + np.count_nonzero(pred == i_cl) - n_ii)
+    return temp / class_num
+
+
+def random_labels(rng: np.random.Generator, shape=(40, 50)) -> tuple[np.ndarray, np.ndarray]:
+    """Two correlated label maps: blocky regions, the second with some relabelled noise."""
+    a = np.kron(rng.integers(0, 12, (shape[0] // 5, shape[1] // 5)), np.ones((5, 5), int))
+    b = a.copy()
+    noise = rng.random(shape) < 0.2
+    b[noise] = rng.integers(0, 20, noise.sum())
+    return a, b
+
+
+# --- regions_from_boundaries ----------------------------------------------------------------
+
+
+def test_regions_from_boundaries_splits_on_boundaries():
+    boundary = np.array(
+        [
+            [0, 0, 1, 0, 0],
+            [0, 0, 1, 0, 0],
+            [1, 1, 1, 0, 0],
+        ]
+    )
+    expected = np.array(
+        [
+            [1, 1, 0, 2, 2],
+            [1, 1, 0, 2, 2],
+            [0, 0, 0, 2, 2],
+        ]
+    )
+    regions = regions_from_boundaries(boundary)
+    assert regions.dtype == np.int32
+    np.testing.assert_array_equal(regions, expected)
+
+
+def test_regions_from_boundaries_is_4_connected():
+    # The two interior pixels touch only diagonally -> two grains.
+    regions = regions_from_boundaries(np.array([[False, True], [True, False]]))
+    np.testing.assert_array_equal(regions, [[1, 0], [0, 2]])
+
+
+# --- ARI / VI -------------------------------------------------------------------------------
+
+
+def test_ari_and_vi_by_hand():
+    a = np.array([0, 0, 1, 1])
+    b = np.array([0, 0, 1, 2])
+    # Contingency: (a0,b0)=2, (a1,b1)=1, (a1,b2)=1.
+    # sum C(n_ij,2) = 1; sum C(a_i,2) = 1+1 = 2; sum C(b_j,2) = 1; C(4,2) = 6.
+    # expected = 2*1/6 = 1/3; max = (2+1)/2 = 3/2; ARI = (1-1/3)/(3/2-1/3) = 4/7.
+    assert adjusted_rand_index(a, b) == pytest.approx(4 / 7, abs=1e-12)
+    # H(b|a): a=1 (half the pixels) is split 50/50 by b -> 0.5 * 1 bit; H(a|b) = 0.
+    assert variation_of_information(a, b) == pytest.approx((0.5, 0.0), abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_ari_vi_match_sklearn_and_skimage(seed):
+    rng = np.random.default_rng(seed)
+    a, b = random_labels(rng)
+    mask = rng.random(a.shape) < 0.7
+    assert adjusted_rand_index(a, b) == pytest.approx(
+        adjusted_rand_score(a.ravel(), b.ravel()), abs=1e-9
+    )
+    assert adjusted_rand_index(a, b, mask) == pytest.approx(
+        adjusted_rand_score(a[mask], b[mask]), abs=1e-9
+    )
+    np.testing.assert_allclose(variation_of_information(a, b), sk_vi(a, b), atol=1e-9)
+    np.testing.assert_allclose(
+        variation_of_information(a, b, mask), sk_vi(a[mask], b[mask]), atol=1e-9
+    )
+
+
+def test_ari_vi_any_label_values():
+    # Negative and huge labels are just names of clusters.
+    rng = np.random.default_rng(7)
+    a, b = random_labels(rng)
+    a_renamed = np.where(a == 3, -5, a * 10**12)
+    assert adjusted_rand_index(a_renamed, b) == pytest.approx(adjusted_rand_index(a, b), abs=1e-12)
+    np.testing.assert_allclose(
+        variation_of_information(a_renamed, b), variation_of_information(a, b), atol=1e-12
+    )
+
+
+def test_ari_vi_identical_and_empty():
+    a, _ = random_labels(np.random.default_rng(3))
+    permuted = np.random.default_rng(4).permutation(a.max() + 1)[a]
+    assert adjusted_rand_index(a, permuted) == 1.0
+    assert variation_of_information(a, permuted) == (0.0, 0.0)
+    nothing = np.zeros(a.shape, bool)
+    assert np.isnan(adjusted_rand_index(a, permuted, nothing))
+    assert variation_of_information(a, permuted, nothing) == (0.0, 0.0)
+
+
+def test_mask_excludes_disagreement():
+    a = np.array([[1, 1, 2, 2]])
+    b = np.array([[1, 1, 2, 1]])
+    assert adjusted_rand_index(a, b) < 1.0
+    assert adjusted_rand_index(a, b, mask=np.array([[True, True, True, False]])) == 1.0
+
+
+# --- grain_scores / split_ignore --------------------------------------------------------------
+
+
+def test_grain_scores_perfect_and_merged():
+    true = np.zeros((2, 5), np.uint8)
+    true[:, 2] = 1
+    assert grain_scores(true, true) == {"ari": 1.0, "vi": 0.0}
+    # Prediction without the boundary: one region of 10 px against true regions of 4, 2 (the
+    # boundary, region 0) and 4 px. All pairs agree with chance: sum C(n_ij,2) = 6+1+6 = 13
+    # = sum C(true,2) = 13, sum C(pred,2) = C(10,2) = 45, expected = 13*45/45 = 13 -> ARI 0.
+    # VI = H(true|pred) = H(0.4, 0.2, 0.4) = 0.8*log2(2.5) + 0.2*log2(5) bits; H(pred|true) = 0.
+    scores = grain_scores(np.zeros_like(true), true)
+    assert scores["ari"] == pytest.approx(0.0, abs=1e-12)
+    assert scores["vi"] == pytest.approx(0.8 * np.log2(2.5) + 0.2 * np.log2(5), abs=1e-12)
+
+
+def test_split_ignore():
+    label = np.array([[0, 1, 255], [1, 0, 0]], np.uint8)
+    cleaned, ignore = split_ignore(label)
+    np.testing.assert_array_equal(cleaned, [[0, 1, 0], [1, 0, 0]])
+    np.testing.assert_array_equal(ignore, [[False, False, True], [False, False, False]])
+    assert label[0, 2] == 255  # input untouched
+    same, none = split_ignore(cleaned)
+    assert none is None
+    np.testing.assert_array_equal(same, cleaned)
+
+
+def test_grain_scores_partial_labels():
+    # Two labelled blocks (columns 0-9 and 20-29) with a boundary in each (columns 5 and 25);
+    # columns 10-19 are unlabelled (255). The true grains right of column 5 and left of column 25
+    # only "meet" through the unlabelled strip, so they must stay two grains.
+    label = np.zeros((10, 30), np.uint8)
+    label[:, [5, 25]] = 1
+    label[:, 10:20] = 255
+    true, ignore = split_ignore(label)
+    # The prediction sees a real boundary inside the unlabelled strip: on the labelled pixels it
+    # equals the truth exactly.
+    pred = np.zeros_like(true)
+    pred[:, [5, 15, 25]] = 1
+    assert grain_scores(pred, true, ignore) == {"ari": 1.0, "vi": 0.0}
+    # Anything else inside the unlabelled strip does not matter ...
+    pred[2:8, 11:14] = 1
+    assert grain_scores(pred, true, ignore) == {"ari": 1.0, "vi": 0.0}
+    # ... but merging the two grains across the strip does.
+    pred[:, 15] = 0
+    assert grain_scores(pred, true, ignore)["ari"] < 0.9
+
+
+# --- phase scores ---------------------------------------------------------------------------
+
+
+def test_phase_scores_by_hand():
+    pred = np.array([1, 1, 1, 0, 0, 0, 0, 0])
+    true = np.array([1, 0, 0, 0, 0, 0, 0, 1])
+    # tp=1, fp=2, fn=1, tn=4: fg IoU = 1/4, bg IoU = 4/7, F1 = 2/(2+2+1), recall = 1/2.
+    scores = phase_scores(pred, true)
+    assert scores["iou"] == pytest.approx(1 / 4)
+    assert scores["miou"] == pytest.approx((1 / 4 + 4 / 7) / 2)
+    assert scores["f1"] == pytest.approx(2 / 5)
+    assert scores["recall"] == pytest.approx(1 / 2)
+    assert phase_scores(pred.astype(bool), true.astype(bool)) == scores
+
+
+def test_phase_scores_empty_cases():
+    zeros = np.zeros((3, 3), np.uint8)
+    assert phase_scores(zeros, zeros) == {"iou": 1.0, "miou": 1.0, "f1": 1.0, "recall": 1.0}
+    pred = zeros.copy()
+    pred[0, 0] = 1
+    # No true foreground: like the notebook, mIoU is the background IoU alone (8/9).
+    scores = phase_scores(pred, zeros)
+    assert scores["iou"] == 0.0 and scores["f1"] == 0.0 and scores["recall"] == 1.0
+    assert scores["miou"] == pytest.approx(8 / 9)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_phase_miou_matches_notebook(seed):
+    rng = np.random.default_rng(seed)
+    true = (rng.random((30, 40)) < 0.3).astype(np.uint8)
+    pred = np.where(rng.random(true.shape) < 0.2, 1 - true, true)
+    assert phase_scores(pred, true)["miou"] == pytest.approx(notebook_miou(pred, true), abs=1e-12)
+
+
+def test_phase_scores_ignore():
+    rng = np.random.default_rng(5)
+    true = (rng.random((20, 20)) < 0.4).astype(np.uint8)
+    pred = (rng.random((20, 20)) < 0.4).astype(np.uint8)
+    ignore = rng.random((20, 20)) < 0.3
+    assert phase_scores(pred, true, ignore) == phase_scores(pred[~ignore], true[~ignore])
+    assert phase_scores(pred, true, ignore) != phase_scores(pred, true)
+
+
+def test_per_class_iou_by_hand():
+    true = np.array([0, 0, 1, 1, 2, 2])
+    pred = np.array([0, 1, 1, 1, 2, 0])
+    # class 0: inter {0}, union {0,1,5} -> 1/3; class 1: inter {2,3}, union {1,2,3} -> 2/3;
+    # class 2: inter {4}, union {4,5} -> 1/2; class 3 is in neither -> 1.
+    np.testing.assert_allclose(per_class_iou(pred, true, 4), [1 / 3, 2 / 3, 1 / 2, 1.0])
+    assert multiclass_miou(pred, true) == pytest.approx((1 / 3 + 2 / 3 + 1 / 2) / 3)
+    # A predicted id outside 0..K-1 is wrong for every class.
+    np.testing.assert_allclose(
+        per_class_iou(np.where(pred == 2, 9, pred), true, 3), [1 / 3, 2 / 3, 0]
+    )
+
+
+def test_multiclass_miou_matches_notebook_and_ignores_255():
+    rng = np.random.default_rng(11)
+    true = rng.integers(0, 3, (25, 25))
+    pred = np.where(rng.random(true.shape) < 0.3, rng.integers(0, 3, true.shape), true)
+    assert multiclass_miou(pred, true) == pytest.approx(notebook_miou(pred, true), abs=1e-12)
+    labelled = true.copy()
+    labelled[:5] = 255
+    clean, ignore = split_ignore(labelled)
+    assert multiclass_miou(pred, clean, ignore) == pytest.approx(
+        notebook_miou(pred[5:], true[5:]), abs=1e-12
+    )
