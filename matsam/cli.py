@@ -12,19 +12,21 @@ import yaml
 from . import __version__
 from .config import ConfigError, MethodConfig, merge_sections, method_config
 from .crops import n_crops
-from .io import InputError
+from .io import InputError, read_image
 from .weights import WeightsError
 
 
 def run_segment(args: argparse.Namespace) -> None:
-    from . import stages
-    from .sam import Segmenter
-
     overrides = yaml.safe_load(Path(args.config).read_text()) if args.config else {}
     cli = {"sam": {k: v for k, v in (("model", args.model), ("checkpoint", args.checkpoint),
                                      ("device", args.device)) if v},
            "quantify": {"pixel_size_um": args.pixel_size} if args.pixel_size else {}}
     cfg: MethodConfig = method_config(args.mode, merge_sections(overrides, cli), where=args.config or "options")
+    for image in args.images:  # fail on a bad file before spending time on the model
+        read_image(image)
+    from . import stages
+    from .sam import Segmenter
+
     segmenter = Segmenter.from_config(cfg.sam)
     for image in args.images:
         start = time.perf_counter()
@@ -37,7 +39,8 @@ def run_segment(args: argparse.Namespace) -> None:
         stages.prepare_image(image, prepared, cfg)
         stages.plan_crops(prepared, crops, cfg)
         stages.make_prompts(prepared, crops, points, cfg)
-        stages.segment_crops(prepared, crops, points, masks, cfg, segmenter)
+        for index, mask_file in enumerate(masks):
+            stages.segment_crop(prepared, crops, points, index, mask_file, cfg, segmenter)
         stages.merge_masks(prepared, crops, points, masks, out / "labels.tif", map_file, cfg)
         stages.draw_overlay(prepared, out / "labels.tif", map_file, out / "overlay.png", cfg.mode)
         stages.quantify_objects(image, out / "labels.tif", map_file, out / "objects.csv",

@@ -35,7 +35,7 @@ class ReadConfig:
 class CropConfig:
     """SAM-style crop layers: layer i splits the image into 2**i x 2**i overlapping crops."""
 
-    n_layers: int = 1
+    n_layers: int = 0
     overlap_ratio: float = 512 / 1500
 
 
@@ -53,6 +53,8 @@ class PromptConfig:
     foreground: Literal["auto", "dark", "bright"] = "auto"
     # Pre-segmented regions smaller than this (in px of the crop) are outliers, not prompts.
     min_region_area: int = 12
+    # ... and regions thinner than this (largest inscribed radius, px) are slivers along edges.
+    min_region_radius: float = 2.0
     # Grid points per side = clip(grid_factor * sqrt(n_objects), grid_min, grid_max).
     grid_factor: float = 1.0
     grid_min: int = 8

@@ -11,14 +11,12 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import torch
 from skimage.measure import label as connected_label
 from skimage.segmentation import relabel_sequential, watershed
-from torchvision.ops import nms
-
 from .config import MergeConfig
 from .crops import Crop
-from .sam import CropMasks
+from .masks import CropMasks
+from .nms import nms
 
 
 @dataclass
@@ -77,10 +75,10 @@ def cross_crop_nms(cands: list[Candidate], threshold: float) -> list[Candidate]:
     higher resolution), then higher predicted IoU."""
     if len(cands) <= 1:
         return cands
-    boxes = torch.tensor([c.box for c in cands], dtype=torch.float32)
+    boxes = np.array([c.box for c in cands])
     preference = sorted(range(len(cands)), key=lambda i: (cands[i].crop_area, -cands[i].score))
-    scores = torch.empty(len(cands), dtype=torch.float32)
-    scores[preference] = torch.linspace(1.0, 0.0, len(cands))
+    scores = np.empty(len(cands))
+    scores[preference] = np.linspace(1.0, 0.0, len(cands))
     keep = nms(boxes, scores, threshold)
     return [cands[int(i)] for i in keep]
 

@@ -97,11 +97,13 @@ def presegment(rgb: np.ndarray, mode: str, cfg: PromptConfig) -> Presegmentation
     )
 
 
-def inner_points(labels: np.ndarray, min_area: int) -> tuple[np.ndarray, np.ndarray]:
+def inner_points(labels: np.ndarray, min_area: int, min_radius: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """One point per region, the pixel farthest from the region's border.
 
     Unlike the centroid, this point lies inside the region even when it is concave (an L-shaped
-    grain, a dendrite arm). Returns (points (N, 2) float (x, y), areas (N,) int), largest first.
+    grain, a dendrite arm). Regions smaller than `min_area` px, or thinner than `min_radius` px
+    (the sliver between the two Canny edges of a dark boundary line), give no point.
+    Returns (points (N, 2) float (x, y), areas (N,) int), largest region first.
     """
     areas = np.bincount(labels.ravel())
     keep = np.flatnonzero(areas >= max(min_area, 1))
@@ -109,8 +111,10 @@ def inner_points(labels: np.ndarray, min_area: int) -> tuple[np.ndarray, np.ndar
     if keep.size == 0:
         return np.zeros((0, 2), np.float32), np.zeros(0, np.int64)
     depth = cv2.distanceTransform((labels > 0).astype(np.uint8), cv2.DIST_L2, 3)
-    positions = ndi.maximum_position(depth, labels, keep)
-    points = np.array([(col, row) for row, col in positions], dtype=np.float32)
+    positions = np.array(ndi.maximum_position(depth, labels, keep)).reshape(-1, 2)
+    thick = depth[positions[:, 0], positions[:, 1]] >= min_radius
+    positions, keep = positions[thick], keep[thick]
+    points = positions[:, ::-1].astype(np.float32)
     order = np.argsort(-areas[keep], kind="stable")
     return points[order], areas[keep][order]
 
@@ -147,7 +151,7 @@ def crop_prompts(pre: Presegmentation, crop: Crop, cfg: PromptConfig) -> dict[st
     """
     window = pre.labels[crop.y0 : crop.y1, crop.x0 : crop.x1] > 0
     _, local = cv2.connectedComponents(window.astype(np.uint8), connectivity=pre.connectivity)
-    seeds, _ = inner_points(local, cfg.min_region_area)
+    seeds, _ = inner_points(local, cfg.min_region_area, cfg.min_region_radius)
     grid = adaptive_grid(crop.width, crop.height, len(seeds), cfg)
     seeds = seeds[: max(cfg.max_points - len(grid), 0)]
     points = np.concatenate([seeds, grid]).astype(np.float32)

@@ -8,62 +8,20 @@ only the survivors are upsampled. Masks leave this module bit-packed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.ops import nms
-
 from .config import SamConfig
+from .masks import CropMasks
+from .nms import nms
 from .weights import default_checkpoint, is_verified, verify
 
 LOW_RES = 256  # SAM's mask decoder output size
 MODEL_FAMILIES = {"mobile_sam": ("mobile_sam", "vit_t"), "vit_b": ("segment_anything", "vit_b"),
                   "vit_l": ("segment_anything", "vit_l"), "vit_h": ("segment_anything", "vit_h")}
-
-
-@dataclass
-class CropMasks:
-    """Masks of one crop, in the crop's pixel frame.
-
-    packed: (N, ceil(H*W/8)) uint8, np.packbits of each flattened (H, W) bool mask.
-    boxes: (N, 4) int32 (x0, y0, x1, y1), inclusive-exclusive. point_index: prompt of each mask.
-    """
-
-    packed: np.ndarray
-    shape: tuple[int, int]
-    scores: np.ndarray
-    stability: np.ndarray
-    boxes: np.ndarray
-    areas: np.ndarray
-    point_index: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.scores)
-
-    def mask(self, i: int) -> np.ndarray:
-        """Unpack mask i to (H, W) bool."""
-        h, w = self.shape
-        return np.unpackbits(self.packed[i], count=h * w).reshape(h, w).astype(bool)
-
-    def to_arrays(self) -> dict[str, np.ndarray]:
-        return {"packed": self.packed, "shape": np.array(self.shape), "scores": self.scores,
-                "stability": self.stability, "boxes": self.boxes, "areas": self.areas,
-                "point_index": self.point_index}
-
-    @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "CropMasks":
-        h, w = (int(v) for v in arrays["shape"])
-        return cls(arrays["packed"], (h, w), arrays["scores"], arrays["stability"], arrays["boxes"],
-                   arrays["areas"], arrays["point_index"])
-
-    @classmethod
-    def empty(cls, shape: tuple[int, int]) -> "CropMasks":
-        nbytes = (shape[0] * shape[1] + 7) // 8
-        return cls(np.zeros((0, nbytes), np.uint8), shape, np.zeros(0, np.float32), np.zeros(0, np.float32),
-                   np.zeros((0, 4), np.int32), np.zeros(0, np.int64), np.zeros(0, np.int64))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -84,10 +42,12 @@ def build_model(model: str, checkpoint: str | Path | None) -> torch.nn.Module:
     if model not in MODEL_FAMILIES:
         raise ValueError(f"unknown SAM model {model!r}; choose one of {', '.join(MODEL_FAMILIES)}")
     package, key = MODEL_FAMILIES[model]
-    if package == "mobile_sam":
-        from mobile_sam import sam_model_registry
-    else:
-        from segment_anything import sam_model_registry
+    with warnings.catch_warnings():  # timm deprecation notices from mobile_sam's imports
+        warnings.simplefilter("ignore")
+        if package == "mobile_sam":
+            from mobile_sam import sam_model_registry
+        else:
+            from segment_anything import sam_model_registry
     net = sam_model_registry[key](checkpoint=None)
     if checkpoint is not None:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
@@ -230,8 +190,9 @@ def nms_crop(kept: list, shape: tuple[int, int], threshold: float) -> CropMasks:
     stability = torch.cat([k[2] for k in kept]).float()
     index = torch.cat([k[3] for k in kept])
     box_area = torch.cat([k[4] for k in kept])
-    order = nms(box_area[:, :4].float(), score, threshold).cpu().numpy()
-    box_area = box_area.cpu().numpy()[order]
+    box_area = box_area.cpu().numpy()
+    order = nms(box_area[:, :4], score.cpu().numpy(), threshold)
+    box_area = box_area[order]
     return CropMasks(
         packed=packed[order], shape=shape, scores=score.cpu().numpy()[order].astype(np.float32),
         stability=stability.cpu().numpy()[order].astype(np.float32),

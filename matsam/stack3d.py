@@ -1,9 +1,9 @@
 """3D grains from serial sections: align slices, link per-slice 2D labels, measure 3D grains.
 
 Serial-section stacks (FIB-SEM, robotic polishing) are segmented slice by slice in 2D; this
-module turns the resulting (z, y, x) stack of per-slice instance labels into 3D grains by
-matching each slice's regions to the next slice's by overlap. All arrays are (z, y, x); shifts
-are (dy, dx) pixels; voxel sizes are (z, y, x) micrometres.
+module turns the resulting stack of per-slice instance labels into 3D grains by matching each
+slice's regions to the next slice's by overlap. Arrays are (z, y, x); shifts are (dy, dx)
+pixels; voxel sizes are (z, y, x) micrometres.
 """
 
 from __future__ import annotations
@@ -14,40 +14,39 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import pandas as pd
-from scipy import ndimage as ndi
 from scipy.optimize import linear_sum_assignment
+from skimage.measure import regionprops_table
 from skimage.segmentation import find_boundaries
 
 
-GAPTHR=0.5
-GREYTOL=None
 @dataclass(frozen=True)
 class LinkConfig:
     """How 2D regions of consecutive slices are linked into 3D grains.
 
-    min_overlap: a region pair is a link candidate when its overlap covers at least this
-        fraction of the smaller of the two regions.
-    max_gap: a region with no partner on the previous slice may continue a grain that ended up
-        to this many slices earlier (0: links only between consecutive slices); bridges slices
-        on which the 2D segmenter missed or fused the grain.
+    min_overlap: two regions on consecutive slices may be linked when their IoU (intersection
+        over union, in pixels) is at least this.
+    max_gap: a region may also continue a grain that was last seen up to this many slices
+        earlier, bridging slices where the 2D segmenter missed the grain or fused it with a
+        neighbour (0: consecutive slices only).
+    gap_min_overlap: IoU needed for such a link across skipped slices.
     align: register the slices by phase correlation (`estimate_shifts`) before linking.
     """
 
     min_overlap: float = 0.3
-    max_gap: int = 0
+    max_gap: int = 1
+    gap_min_overlap: float = 0.5
     align: bool = False
-    measure: str = "min"
-    method: str = "hungarian"
-    weight: str = "score"
 
 
 @dataclass(frozen=True)
 class LinkStats:
-    """What the linker did. links: region pairs joined into the same grain (gap_links of them
-    across skipped slices); starts/ends: grains whose first/last slice is not the first/last
-    slice of the stack; splits/merges: regions with two or more candidate partners on the
-    next/previous slice; shifts: (z, 2) int (dy, dx) applied to each slice (zeros unless
-    aligned)."""
+    """What `link_slices` did.
+
+    links: region pairs put in the same grain, gap_links of them across skipped slices.
+    starts / ends: grains whose first / last slice is not the first / last slice of the stack.
+    splits / merges: regions with two or more link candidates on the next / previous slice.
+    shifts: (z, 2) int64 (dy, dx) applied to each slice (zeros unless aligned).
+    """
 
     n_grains: int
     links: int
@@ -61,12 +60,12 @@ class LinkStats:
 
 def estimate_shifts(slices: np.ndarray) -> np.ndarray:
     """Translation of every slice relative to slice 0, by phase correlation of consecutive
-    slices.
+    slices (Hann-windowed, cv2.phaseCorrelate).
 
-    slices: (z, y, x) or (z, y, x, c) grey/colour images (colour is averaged).
-    Returns (z, 2) int64 (dy, dx) such that `apply_shifts(slices, shifts)` registers every
-    slice onto slice 0. Pairwise shifts are estimated to subpixel precision and summed before
-    rounding, so a slow drift of a fraction of a pixel per slice is not lost to rounding.
+    slices: (z, y, x) grey or (z, y, x, c) colour images (channels are averaged).
+    Returns (z, 2) int64 (dy, dx) such that `apply_shifts(slices, shifts)` registers every slice
+    onto slice 0. Pairwise shifts are subpixel and summed before rounding, so a slow drift of a
+    fraction of a pixel per slice is not lost.
     """
     grey = np.asarray(slices, np.float32)
     if grey.ndim == 4:
@@ -80,17 +79,18 @@ def estimate_shifts(slices: np.ndarray) -> np.ndarray:
 
 
 def apply_shifts(volume: np.ndarray, shifts: np.ndarray, fill: float = 0) -> np.ndarray:
-    """Move the content of slice z by shifts[z] = (dy, dx) integer pixels; same shape and dtype
-    as `volume` ((z, y, x) or (z, y, x, c)); content moved out of the frame is dropped and
-    uncovered pixels get `fill`."""
+    """Move the content of slice z by shifts[z] = (dy, dx) integer pixels.
+
+    volume: (z, y, x) or (z, y, x, c); the result has the same shape and dtype, content moved
+    out of the frame is dropped and uncovered pixels get `fill`.
+    """
     out = np.full_like(volume, fill)
     ny, nx = volume.shape[1:3]
     for z, (dy, dx) in enumerate(np.asarray(shifts, np.int64)):
-        if abs(dy) >= ny or abs(dx) >= nx:
-            continue
-        out[z, max(dy, 0) : ny + min(dy, 0), max(dx, 0) : nx + min(dx, 0)] = volume[
-            z, max(-dy, 0) : ny - max(dy, 0), max(-dx, 0) : nx - max(dx, 0)
-        ]
+        if abs(dy) < ny and abs(dx) < nx:
+            out[z, max(dy, 0) : ny + min(dy, 0), max(dx, 0) : nx + min(dx, 0)] = volume[
+                z, max(-dy, 0) : ny - max(dy, 0), max(-dx, 0) : nx - max(dx, 0)
+            ]
     return out
 
 
@@ -101,72 +101,65 @@ def link_slices(
 ) -> tuple[np.ndarray, LinkStats]:
     """Link per-slice 2D instance labels into 3D grains.
 
-    labels2d: (z, y, x) integer labels, 0 = boundary/background, ids independent per slice.
-    grey: (z, y, x) images used for alignment when `cfg.align`; without them the slices are
-        aligned on their label boundaries.
-    Returns uint32 (z, y, x) 3D grain ids 1..N (numbered in order of first appearance; in the
-    aligned frame when `cfg.align`) and the `LinkStats`.
+    labels2d: (z, y, x) non-negative integer labels, 0 = boundary/background, ids independent
+        per slice (any values up to 2**32 - 1).
+    grey: (z, y, x[, c]) images to align on when `cfg.align`; without them the label boundaries
+        are aligned.
+    Returns uint32 (z, y, x) grain ids 1..N, numbered in order of first appearance (in the
+    aligned frame when `cfg.align`; `stats.shifts` registers `grey` the same way), and stats.
 
-    Consecutive slices are matched one-to-one: among region pairs whose overlap covers at least
-    `cfg.min_overlap` of the smaller region, the assignment maximising the summed overlap
-    fractions is kept (Hungarian algorithm on the conflicting pairs only). When a grain splits
-    or two merge, the best pair continues the grain; the other piece of a split starts a new
-    grain and the other parent of a merge ends.
+    Each slice is matched one-to-one to the grains still open: those present on the previous
+    slice (candidate when IoU >= `min_overlap`) and, with `max_gap`, those last seen a few
+    slices earlier (IoU >= `gap_min_overlap`), in a single assignment (Hungarian algorithm)
+    maximising the summed IoU. Unmatched regions start new grains. At a split the best-matching
+    piece continues the grain and the others start new grains; at a merge the best-matching
+    parent continues and the other parents stop, to be resumed by their own continuation after
+    the merged slice when `max_gap` >= 1 (the joint assignment keeps such identities from
+    swapping).
     """
-    labels = np.asarray(labels2d) if not isinstance(labels2d, np.ndarray) else labels2d
+    labels = np.asarray(labels2d)
     if labels.ndim != 3:
         raise ValueError(f"labels2d must be (z, y, x), got shape {labels.shape}")
     n_z = labels.shape[0]
     shifts = np.zeros((n_z, 2), np.int64)
     if cfg.align:
-        reference = grey if grey is not None else _boundary_images(labels)
-        shifts = estimate_shifts(reference)
+        shifts = estimate_shifts(_boundary_images(labels) if grey is None else grey)
         labels = apply_shifts(labels, shifts)
 
     out = np.zeros(labels.shape, np.uint32)
-    hist_m = []
-    first = np.zeros(0, np.int64)  # per 3D id - 1: first and last slice it appears on
+    first = np.zeros(0, np.int64)  # per grain (id - 1): first and last slice it is on
     last = np.zeros(0, np.int64)
     links = gap_links = splits = merges = 0
-    history: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (compact, areas, ids3d)
+    history: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (compact, areas, ids)
     for z in range(n_z):
         compact, areas = _compact(labels[z])
-        if GREYTOL is not None:
-            m = np.bincount(compact.ravel(), weights=grey[z].ravel(), minlength=areas.size) / np.maximum(areas, 1)
-            q = np.percentile(m[1:], [25, 50, 75]); m = (m - q[1]) / max(q[2] - q[0], 1e-9)
-        ids3d = np.zeros(areas.size, np.int64)  # index = compact id (0 = background)
-        cand_t, cand_b, cand_s = [], [], []
+        ids = np.zeros(areas.size, np.int64)  # grain id per compact id; ids[0] = background
+        candidates = []
         for gap, (prev, prev_areas, prev_ids) in enumerate(reversed(history)):
-            rows = last[np.maximum(prev_ids, 1) - 1] == z - gap - 1
-            rows[0] = False
-            if not rows.any():
+            open_rows = np.r_[False, last[prev_ids[1:] - 1] == z - 1 - gap]
+            if not open_rows.any():
                 continue
-            c = cfg if not gap else LinkConfig(min_overlap=GAPTHR, measure=cfg.measure)
-            a, b, score = _candidates(prev, compact, prev_areas, areas, rows, np.ones(areas.size, bool), c)
-            if GREYTOL is not None:
-                ok = np.abs(hist_m[-1-gap][a] - m[b]) <= GREYTOL
-                a, b, score = a[ok], b[ok], score[ok]
-            if gap == 0:
+            threshold = cfg.gap_min_overlap if gap else cfg.min_overlap
+            a, b, iou = _overlaps(prev, compact, prev_areas, areas, open_rows, threshold)
+            if not gap:
                 splits += int((np.bincount(a) > 1).sum())
                 merges += int((np.bincount(b) > 1).sum())
-            cand_t.append(prev_ids[a]); cand_b.append(b); cand_s.append(score)
-        if cand_t:
-            t, b = _assign(np.concatenate(cand_t), np.concatenate(cand_b), np.concatenate(cand_s), cfg.method)
-            ids3d[b] = t
-            links += t.size
-            gap_links += int((last[t - 1] < z - 1).sum())
-        new = np.flatnonzero(ids3d == 0)[1:]
-        ids3d[new] = np.arange(first.size + 1, first.size + 1 + new.size)
+            candidates.append((prev_ids[a], b, iou))
+        if candidates:
+            grains, regions = _assign(*(np.concatenate(c) for c in zip(*candidates)))
+            ids[regions] = grains
+            links += grains.size
+            gap_links += int((last[grains - 1] < z - 1).sum())
+        new = np.flatnonzero(ids == 0)[1:]
+        ids[new] = np.arange(first.size + 1, first.size + 1 + new.size)
         first = np.r_[first, np.full(new.size, z)]
-        last = np.r_[last, np.zeros(new.size, np.int64)]
-        last[ids3d[1:] - 1] = z
-        out[z] = ids3d[compact]
-        history = (history + [(compact, areas, ids3d)])[-(cfg.max_gap + 1) :]
-        if GREYTOL is not None:
-            hist_m = (hist_m + [m])[-(cfg.max_gap + 1) :]
+        last = np.r_[last, np.full(new.size, z)]
+        last[ids[1:] - 1] = z
+        out[z] = ids[compact]
+        history = (history + [(compact, areas, ids)])[-(cfg.max_gap + 1) :]
 
     stats = LinkStats(
-        n_grains=first.size,
+        n_grains=int(first.size),
         links=links,
         gap_links=gap_links,
         starts=int((first > 0).sum()),
@@ -179,82 +172,163 @@ def link_slices(
 
 
 def _boundary_images(labels: np.ndarray) -> np.ndarray:
-    """float32 (z, y, x): 1 on 2D label boundaries and background, a texture to align on."""
+    """float32 (z, y, x), 1 on 2D label boundaries and background: a texture to align on."""
     return np.stack([find_boundaries(s) | (s == 0) for s in labels]).astype(np.float32)
 
 
 def _compact(slice2d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Relabel one slice to 0..n (0 kept for background); returns the int64 (y, x) labels and
-    the (n + 1,) pixel counts per compact id (areas[0] = background)."""
+    """Relabel one slice to 0..n keeping 0 as background.
+
+    Returns int64 (y, x) compact labels and int64 (n + 1,) pixel counts per compact id
+    (areas[0] = background).
+    """
     flat = slice2d.ravel()
-    top = int(flat.max()) if flat.size else 0
-    if top <= 4 * flat.size:  # small ids: LUT via bincount, ~15x faster than sorting
+    top = int(flat.max(initial=0))
+    if top <= 4 * flat.size:  # small ids: lookup table by bincount, ~15x faster than a sort
         counts = np.bincount(flat, minlength=1)
-        ids = np.flatnonzero(counts)
-        ids = ids if ids[0] == 0 else np.r_[0, ids]
+        present = np.flatnonzero(counts)
+        present = np.r_[0, present[present > 0]]
         lut = np.zeros(top + 1, np.int64)
-        lut[ids] = np.arange(ids.size)
-        return lut[slice2d], counts[ids]
-    ids, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
-    if ids[0] != 0:
-        inverse += 1
-        counts = np.r_[0, counts]
+        lut[present] = np.arange(present.size)
+        return lut[slice2d], counts[present]
+    values, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
+    if values[0] != 0:
+        inverse, counts = inverse + 1, np.r_[0, counts]
     return inverse.reshape(slice2d.shape).astype(np.int64), counts
 
 
-def _candidates(
+def _overlaps(
     a_lab: np.ndarray,
     b_lab: np.ndarray,
     a_areas: np.ndarray,
     b_areas: np.ndarray,
-    rows: np.ndarray,
-    cols: np.ndarray,
-    cfg: LinkConfig,
+    a_rows: np.ndarray,
+    min_iou: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Region pairs (a id, b id, score) of two compact label images, restricted to eligible
-    a ids (`rows` mask) and b ids (`cols` mask), whose overlap score >= cfg.min_overlap."""
-    fg = rows[a_lab] & cols[b_lab]
-    key = a_lab[fg] * b_areas.size + b_lab[fg]
-    key, count = np.unique(key, return_counts=True)
+    """Region pairs of two compact label images (restricted to a ids where `a_rows`) with
+    IoU >= min_iou, from a sparse contingency table; returns (a ids, b ids, IoU)."""
+    both = a_rows[a_lab] & (b_lab > 0)
+    key, count = np.unique(a_lab[both] * b_areas.size + b_lab[both], return_counts=True)
     a, b = np.divmod(key, b_areas.size)
-    if cfg.measure == "min":
-        score = count / np.minimum(a_areas[a], b_areas[b])
-    else:
-        score = count / (a_areas[a] + b_areas[b] - count)
-    keep = score >= cfg.min_overlap
-    if cfg.weight == "iou":
-        score = count / (a_areas[a] + b_areas[b] - count)
-    elif cfg.weight == "count":
-        score = count.astype(float)
-    return a[keep], b[keep], score[keep]
+    iou = count / (a_areas[a] + b_areas[b] - count)
+    keep = iou >= min_iou
+    return a[keep], b[keep], iou[keep]
 
 
-def _assign(
-    a: np.ndarray, b: np.ndarray, score: np.ndarray, method: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """One-to-one subset of candidate pairs. Pairs whose a and b have no other candidate are
-    kept as they are; the conflicting rest is resolved by maximising the summed score."""
-    ua, ia = np.unique(a, return_inverse=True)
-    ub, ib = np.unique(b, return_inverse=True)
-    lone = (np.bincount(ia)[ia] == 1) & (np.bincount(ib)[ib] == 1)
+def _assign(rows: np.ndarray, cols: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One-to-one subset of candidate (row, col) pairs with maximal summed score.
+
+    Pairs whose row and col have no other candidate are kept directly; only the conflicting
+    rest goes through the Hungarian algorithm, which keeps it small and fast.
+    """
+    _, r_inv = np.unique(rows, return_inverse=True)
+    _, c_inv = np.unique(cols, return_inverse=True)
+    lone = (np.bincount(r_inv)[r_inv] == 1) & (np.bincount(c_inv)[c_inv] == 1)
     if lone.all():
-        return a, b
-    c = ~lone
-    if method == "greedy":
-        order = np.argsort(-score[c], kind="stable")
-        used_a, used_b, keep = set(), set(), []
-        ca, cb = a[c], b[c]
-        for i in order:
-            if ca[i] not in used_a and cb[i] not in used_b:
-                used_a.add(ca[i])
-                used_b.add(cb[i])
-                keep.append(i)
-        keep = np.asarray(keep, np.int64)
-        return np.r_[a[lone], ca[keep]], np.r_[b[lone], cb[keep]]
-    ra, ra_inv = np.unique(a[c], return_inverse=True)
-    rb, rb_inv = np.unique(b[c], return_inverse=True)
-    weight = np.zeros((ra.size, rb.size))
-    weight[ra_inv, rb_inv] = score[c]
-    r, k = linear_sum_assignment(weight, maximize=True)
-    ok = weight[r, k] > 0
-    return np.r_[a[lone], ra[r[ok]]], np.r_[b[lone], rb[k[ok]]]
+        return rows, cols
+    conflict = ~lone
+    r_ids, r_idx = np.unique(rows[conflict], return_inverse=True)
+    c_ids, c_idx = np.unique(cols[conflict], return_inverse=True)
+    weight = np.zeros((r_ids.size, c_ids.size))
+    weight[r_idx, c_idx] = score[conflict]
+    r, c = linear_sum_assignment(weight, maximize=True)
+    chosen = weight[r, c] > 0
+    return np.r_[rows[lone], r_ids[r[chosen]]], np.r_[cols[lone], c_ids[c[chosen]]]
+
+
+def grain_table_3d(
+    labels3d: np.ndarray, voxel_size_um: tuple[float, float, float] | None = None
+) -> pd.DataFrame:
+    """One row per 3D grain of a (z, y, x) label volume (0 = background).
+
+    Columns: label, volume_vox, volume_um3, equivalent_sphere_diameter_vox / _um, centroid_z/y/x
+    (voxel index units), bbox_z0/y0/x0 (inclusive) and bbox_z1/y1/x1 (exclusive), n_slices
+    (slices the grain appears on) and touches_boundary (reaches a face of the volume, so its
+    size is truncated). The _um columns are NaN without `voxel_size_um` (z, y, x).
+    """
+    labels3d = np.asarray(labels3d)
+    props = regionprops_table(labels3d, properties=("label", "area", "centroid", "bbox"))
+    table = pd.DataFrame(
+        {
+            "label": props["label"],
+            "volume_vox": props["area"].astype(np.int64),
+        }
+    )
+    voxel_um3 = float(np.prod(voxel_size_um)) if voxel_size_um is not None else np.nan
+    table["volume_um3"] = table["volume_vox"] * voxel_um3
+    table["equivalent_sphere_diameter_vox"] = np.cbrt(6.0 * table["volume_vox"] / np.pi)
+    table["equivalent_sphere_diameter_um"] = np.cbrt(6.0 * table["volume_um3"] / np.pi)
+    for i, axis in enumerate("zyx"):
+        table[f"centroid_{axis}"] = props[f"centroid-{i}"]
+    for i, name in enumerate(("z0", "y0", "x0", "z1", "y1", "x1")):
+        table[f"bbox_{name}"] = props[f"bbox-{i}"]
+    n_slices = np.zeros(int(labels3d.max(initial=0)) + 1, np.int64)
+    for s in labels3d:
+        n_slices += np.bincount(s.ravel(), minlength=n_slices.size) > 0
+    table["n_slices"] = n_slices[table["label"]]
+    hi = np.asarray(labels3d.shape)
+    table["touches_boundary"] = (table[["bbox_z0", "bbox_y0", "bbox_x0"]].to_numpy() == 0).any(
+        axis=1
+    ) | (table[["bbox_z1", "bbox_y1", "bbox_x1"]].to_numpy() == hi).any(axis=1)
+    return table
+
+
+def stack_summary(
+    labels3d: np.ndarray,
+    voxel_size_um: tuple[float, float, float] | None = None,
+    phase_volume: np.ndarray | None = None,
+) -> dict:
+    """Stack-level numbers: n_grains_3d, mean_grain_volume_vox, mean_grain_volume_um3 (None
+    without `voxel_size_um`), phase_volume_fraction (fraction of voxels in the boolean (z, y, x)
+    `phase_volume` mask; None without it)."""
+    volumes = np.bincount(np.asarray(labels3d).ravel())[1:]
+    volumes = volumes[volumes > 0]
+    mean_vox = float(volumes.mean()) if volumes.size else 0.0
+    return {
+        "n_grains_3d": int(volumes.size),
+        "mean_grain_volume_vox": mean_vox,
+        "mean_grain_volume_um3": (
+            mean_vox * float(np.prod(voxel_size_um)) if voxel_size_um is not None else None
+        ),
+        "phase_volume_fraction": (
+            float(np.mean(phase_volume, dtype=np.float64)) if phase_volume is not None else None
+        ),
+    }
+
+
+def orthogonal_views(
+    volume_labels: np.ndarray,
+    grey: np.ndarray | None = None,
+    voxel_size_um: tuple[float, float, float] | None = None,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """Middle XY, XZ and YZ sections of a (z, y, x) label volume as RGB uint8 images.
+
+    Each grain gets one random colour (the same in all three views), background is black or,
+    with `grey` ((z, y, x), any dtype), the grey image, which also shows through the colours.
+    XY is (y, x), XZ is (z, x), YZ is (z, y); with `voxel_size_um` (z, y, x) the rows are
+    stretched (nearest neighbour) so that pixels are square in physical units.
+    """
+    labels = np.asarray(volume_labels)
+    nz, ny, nx = labels.shape
+    cuts = {"xy": np.s_[nz // 2], "xz": np.s_[:, ny // 2], "yz": np.s_[:, :, nx // 2]}
+    colours = np.random.default_rng(seed).integers(40, 256, (int(labels.max(initial=0)) + 1, 3))
+    colours[0] = 0
+    vz, vy, vx = voxel_size_um if voxel_size_um is not None else (1.0, 1.0, 1.0)
+    row_scale = {"xy": vy / vx, "xz": vz / vx, "yz": vz / vy}
+    if grey is not None:
+        grey_cuts = {k: np.asarray(grey[c], np.float32) for k, c in cuts.items()}
+        lo, hi = np.percentile(np.concatenate([g.ravel() for g in grey_cuts.values()]), [0.5, 99.5])
+    views = {}
+    for name, cut in cuts.items():
+        lab = labels[cut]
+        rgb = colours[lab].astype(np.float32)
+        if grey is not None:
+            g = 255.0 * np.clip((grey_cuts[name] - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
+            rgb = np.where(lab[..., None] > 0, 0.5 * g[..., None] + 0.5 * rgb, g[..., None])
+        rgb = rgb.astype(np.uint8)
+        rows = max(1, round(rgb.shape[0] * row_scale[name]))
+        if rows != rgb.shape[0]:
+            rgb = cv2.resize(rgb, (rgb.shape[1], rows), interpolation=cv2.INTER_NEAREST)
+        views[name] = rgb
+    return views

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import pandas as pd
@@ -17,8 +17,12 @@ import pandas as pd
 from . import baselines, io, metrics, prompts, quantify
 from .config import MethodConfig
 from .crops import Crop, crop_boxes
+from .masks import CropMasks
 from .merge import candidates, cross_crop_nms, merge_grains, merge_phase
 from .overlay import overlay
+
+if TYPE_CHECKING:
+    from .sam import Segmenter
 
 PathLike = str | Path
 METRIC_COLUMNS = ["image", "method", "ari", "vi", "iou", "miou", "f1", "recall"]
@@ -52,30 +56,27 @@ def make_prompts(image: PathLike, crops_file: PathLike, dst: PathLike, cfg: Meth
     io.write_npz(dst, **arrays)
 
 
-def segment_crops(image: PathLike, crops_file: PathLike, prompts_file: PathLike,
-                  outputs: Sequence[PathLike], cfg: MethodConfig, segmenter=None) -> None:
-    """Run SAM on every crop of an image; one mask file per crop (index = position in outputs)."""
-    from .sam import Segmenter  # torch is imported only by the steps that need it
+def segment_crop(image: PathLike, crops_file: PathLike, prompts_file: PathLike, crop_index: int,
+                 dst: PathLike, cfg: MethodConfig, segmenter: "Segmenter | None" = None) -> None:
+    """Run SAM on one crop of an image and write its masks (bit-packed) with scores and boxes."""
+    from .sam import Segmenter
 
     segmenter = segmenter or Segmenter.from_config(cfg.sam)
     rgb = io.read_image(image)
     if cfg.read.stretch:
         rgb = io.stretch_contrast(rgb, cfg.read.percentiles)
-    point_sets = io.read_npz(prompts_file)
     crops = read_crops(crops_file)
-    if len(crops) != len(outputs):
-        raise ValueError(f"{crops_file}: {len(crops)} crops but {len(outputs)} output files")
-    for crop, out in zip(crops, outputs):
-        window = np.ascontiguousarray(rgb[crop.y0 : crop.y1, crop.x0 : crop.x1])
-        masks = segmenter.segment(window, point_sets[f"points_{crop.index}"], cfg.sam)
-        io.write_npz(out, **masks.to_arrays())
+    if not 0 <= crop_index < len(crops):
+        raise ValueError(f"{crops_file}: has {len(crops)} crops, no crop {crop_index}")
+    crop = crops[crop_index]
+    points = io.read_npz(prompts_file)[f"points_{crop.index}"]
+    window = np.ascontiguousarray(rgb[crop.y0 : crop.y1, crop.x0 : crop.x1])
+    io.write_npz(dst, **segmenter.segment(window, points, cfg.sam).to_arrays())
 
 
 def merge_masks(image: PathLike, crops_file: PathLike, prompts_file: PathLike, mask_files: Sequence[PathLike],
                 labels_out: PathLike, map_out: PathLike, cfg: MethodConfig) -> None:
     """Cross-crop NMS and post-processing into labels.tif plus boundaries.png or phase.png."""
-    from .sam import CropMasks
-
     rgb = io.read_image(image)
     gray = prompts.to_gray8(rgb)
     height, width = gray.shape

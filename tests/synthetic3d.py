@@ -136,7 +136,10 @@ def shifted_crops(
     if (room < 0).any():
         raise ValueError("volume too small for the drift")
     crops = [
-        (slice(start[0] + oy, start[0] + oy + shape_yx[0]), slice(start[1] + ox, start[1] + ox + shape_yx[1]))
+        (
+            slice(start[0] + oy, start[0] + oy + shape_yx[0]),
+            slice(start[1] + ox, start[1] + ox + shape_yx[1]),
+        )
         for oy, ox in origins
     ]
     return crops, origins

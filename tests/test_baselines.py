@@ -14,43 +14,7 @@ from matsam.baselines import (
     watershed_boundaries,
 )
 from matsam.metrics import grain_scores, phase_scores
-
-
-def voronoi_micrograph(seed: int, size: int = 256, n_grains: int = 30):
-    """Grey Voronoi grains (levels 150-220) with 3-px dark (50) boundaries and noise (sd 5).
-
-    Returns the (H, W, 3) uint8 image and the true (H, W) bool boundary map.
-    """
-    rng = np.random.default_rng(seed)
-    seeds = rng.random((n_grains, 2)) * size
-    yy, xx = np.mgrid[:size, :size]
-    grains = ((yy[..., None] - seeds[:, 0]) ** 2 + (xx[..., None] - seeds[:, 1]) ** 2).argmin(-1)
-    change = np.zeros((size, size), np.uint8)
-    change[:, 1:] |= grains[:, 1:] != grains[:, :-1]
-    change[1:, :] |= grains[1:, :] != grains[:-1, :]
-    boundary = cv2.dilate(change, np.ones((3, 3), np.uint8)) > 0
-    grey = np.where(boundary, 50.0, rng.uniform(150, 220, n_grains)[grains])
-    grey += rng.normal(0, 5, grey.shape)
-    image = np.clip(grey, 0, 255).astype(np.uint8)
-    return np.repeat(image[..., None], 3, axis=2), boundary
-
-
-def disc_micrograph(seed: int, dark: bool, ramp: float = 0.0, size: int = 256):
-    """15 discs (r 8-20 px) at grey 60 on 190 (or the reverse), noise sd 8, plus an optional
-    left-to-right illumination ramp of +-``ramp`` grey levels.
-
-    Returns the (H, W, 3) uint8 image and the (H, W) uint8 0/1 disc mask.
-    """
-    rng = np.random.default_rng(seed)
-    mask = np.zeros((size, size), np.uint8)
-    for _ in range(15):
-        centre = tuple(int(v) for v in rng.integers(20, size - 20, 2))
-        cv2.circle(mask, centre, int(rng.integers(8, 20)), 1, -1)
-    inside, outside = (60.0, 190.0) if dark else (190.0, 60.0)
-    grey = np.where(mask == 1, inside, outside) + rng.normal(0, 8, mask.shape)
-    grey += np.linspace(-ramp, ramp, size)[None, :]
-    image = np.clip(grey, 0, 255).astype(np.uint8)
-    return np.repeat(image[..., None], 3, axis=2), mask
+from synthetic import disc_micrograph, voronoi_micrograph
 
 
 # --- grain baselines ------------------------------------------------------------------------

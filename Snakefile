@@ -1,0 +1,30 @@
+# matsam: segment material micrographs with Segment Anything, then measure them.
+#
+# Results (see README "Output contract"):
+#   <results>/<dataset>/<image>/{labels.tif, boundaries.png|phase.png, overlay.png, objects.csv}
+#   <results>/<dataset>/{metrics.csv, summary.csv}, <results>/summary.csv
+# Work files: <results>/_work/<dataset>/<image>/{image.png, crops.json, prompts.npz, masks/crop_<i>.npz}
+
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/prepare.smk"
+include: "rules/prompts.smk"
+include: "rules/sam.smk"
+include: "rules/merge.smk"
+include: "rules/quantify.smk"
+include: "rules/evaluate.smk"
+include: "rules/aggregate.smk"
+
+
+rule all:
+    input:
+        final_outputs(),
+    default_target: True

@@ -1,0 +1,229 @@
+"""Serial-section stack I/O: read a stack from any of the usual layouts, export it as one 2D
+image per slice for the per-slice pipeline, and write 3D labels for viewers.
+
+Stacks are (z, y, x) or (z, y, x, c) arrays in the file's own dtype; voxel sizes are
+(z, y, x) micrometres.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import h5py
+import numpy as np
+import tifffile
+
+_SLICE_EXTS = {
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".bmp": "BMP",
+}
+_H5_SPEC = re.compile(r"^(.*?\.(?:h5|hdf5|hdf|he5))(?::(.*))?$", re.IGNORECASE)
+_SLICE_NAME = re.compile(r"^slice_\d+\.tif$")
+
+
+def read_stack(spec: str | os.PathLike) -> np.ndarray:
+    """Read a serial-section stack as a (z, y, x) or (z, y, x, c) array.
+
+    spec: a (multi-page) TIFF file; a folder of slice images (.tif/.tiff/.png/.jpg/.bmp, one
+    kind, in natural order: slice2 before slice10; hidden files ignored); or an HDF5 dataset
+    as `file.h5:/path/in/file` (the dataset may be left out when the file holds only one).
+    Raises FileNotFoundError / KeyError naming a missing file, folder or dataset, and
+    ValueError naming the slice (file or page) whose shape or dtype differs from the first.
+    """
+    spec = os.fspath(spec)
+    h5 = _H5_SPEC.match(spec)
+    if h5:
+        return _read_h5(Path(h5.group(1)), h5.group(2))
+    path = Path(spec)
+    if path.is_dir():
+        return _read_folder(path)
+    if not path.exists():
+        raise FileNotFoundError(f"stack not found: {spec}")
+    if path.suffix.lower() in (".tif", ".tiff"):
+        return _read_tiff(path)
+    raise ValueError(
+        f"unsupported stack {spec}: expected a TIFF file, a folder of slice images or "
+        "file.h5:/dataset"
+    )
+
+
+def export_slices(spec: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:
+    """Write each slice of the stack `spec` (see `read_stack`) to out_dir/slice_0000.tif, ...
+
+    A slice file whose bytes would not change is left untouched (same mtime), so a workflow
+    manager reruns only the slices that changed; others are written atomically (temporary file
+    + os.replace). slice_*.tif files beyond the stack's depth are removed. Returns the paths in
+    slice order.
+    """
+    stack = read_stack(spec)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for z, image in enumerate(stack):
+        path = out / f"slice_{z:04d}.tif"
+        buffer = io.BytesIO()
+        tifffile.imwrite(buffer, image)
+        data = buffer.getvalue()
+        if not (path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data):
+            _atomic_write(path, lambda tmp, data=data: Path(tmp).write_bytes(data))
+        paths.append(path)
+    keep = set(paths)
+    for stale in out.iterdir():
+        if _SLICE_NAME.match(stale.name) and stale not in keep:
+            stale.unlink()
+    return paths
+
+
+def write_labels_h5(
+    path: str | os.PathLike,
+    labels3d: np.ndarray,
+    voxel_size_um: tuple[float, float, float] | None,
+) -> None:
+    """Write a (z, y, x) label volume as dataset `labels` (uint32, chunked, gzip) of an HDF5
+    file, atomically (temporary file + os.replace).
+
+    The dataset carries the voxel size (z, y, x) in micrometres twice: as `voxel_size_um` and as
+    `element_size_um`, the attribute ImageJ/Fiji's HDF5 reader and napari plugins look for; both
+    are left out when `voxel_size_um` is None.
+    """
+    labels = np.asarray(labels3d)
+    if labels.ndim != 3:
+        raise ValueError(f"labels3d must be (z, y, x), got shape {labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() > np.iinfo(np.uint32).max):
+        raise ValueError("labels3d does not fit uint32")
+    chunks = tuple(max(1, min(n, c)) for n, c in zip(labels.shape, (8, 128, 128)))
+
+    def write(tmp: str) -> None:
+        with h5py.File(tmp, "w") as f:
+            ds = f.create_dataset(
+                "labels",
+                data=labels.astype(np.uint32, copy=False),
+                chunks=chunks,
+                compression="gzip",
+                compression_opts=4,
+                shuffle=True,
+            )
+            if voxel_size_um is not None:
+                size = np.asarray(voxel_size_um, np.float64)
+                if size.shape != (3,):
+                    raise ValueError(f"voxel_size_um must be (z, y, x), got {voxel_size_um}")
+                ds.attrs["voxel_size_um"] = size
+                ds.attrs["element_size_um"] = size
+
+    _atomic_write(Path(path), write)
+
+
+def _atomic_write(path: Path, write: Callable[[str], object]) -> None:
+    """Call write(tmp_path) on a temporary file next to `path`, then move it into place; the
+    temporary file is removed if writing fails."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read_h5(file: Path, dataset: str | None) -> np.ndarray:
+    if not file.is_file():
+        raise FileNotFoundError(f"HDF5 file not found: {file}")
+    with h5py.File(file, "r") as f:
+        names: list[str] = []
+        f.visititems(
+            lambda name, obj: names.append("/" + name) if isinstance(obj, h5py.Dataset) else None
+        )
+        if not dataset:
+            if len(names) != 1:
+                raise ValueError(
+                    f"{file} holds {len(names)} datasets {names}; name one as {file}:/path"
+                )
+            dataset = names[0]
+        if not isinstance(f.get(dataset), h5py.Dataset):
+            raise KeyError(f"no dataset {dataset} in {file}; datasets: {names}")
+        data = f[dataset][()]
+    return data[None] if data.ndim == 2 else data
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    with tifffile.TiffFile(path) as tif:
+        if len(tif.series) == 1:
+            series = tif.series[0]
+            data, axes = series.asarray(), series.axes
+        else:  # pages of different shapes or types end up in separate series
+            first = tif.pages[0]
+            for i, page in enumerate(tif.pages):
+                if page.shape != first.shape or page.dtype != first.dtype:
+                    raise ValueError(
+                        f"{path}: page {i} has shape {page.shape} ({page.dtype}), but page 0 "
+                        f"has {first.shape} ({first.dtype})"
+                    )
+            data = np.stack([page.asarray() for page in tif.pages])
+            axes = "I" + first.axes
+    if "S" in axes:  # colour samples last
+        data = np.moveaxis(data, axes.index("S"), -1)
+    colour = "S" in axes
+    if data.ndim == 2 + colour:
+        data = data[None]
+    if data.ndim != 3 + colour:
+        raise ValueError(
+            f"{path}: expected (z, y, x[, c]) TIFF, got axes {axes} shape {data.shape}"
+        )
+    return data
+
+
+def _read_folder(folder: Path) -> np.ndarray:
+    files = [
+        p
+        for p in folder.iterdir()
+        if p.suffix.lower() in _SLICE_EXTS and not p.name.startswith(".") and p.is_file()
+    ]
+    if not files:
+        raise FileNotFoundError(f"no slice images ({', '.join(sorted(_SLICE_EXTS))}) in {folder}")
+    kinds = {_SLICE_EXTS[p.suffix.lower()] for p in files}
+    if len(kinds) > 1:
+        raise ValueError(f"{folder} mixes slice formats {sorted(kinds)}; keep one kind per stack")
+    files.sort(key=_natural_key)
+    first = _read_image(files[0])
+    stack = np.empty((len(files), *first.shape), first.dtype)
+    stack[0] = first
+    for z, p in enumerate(files[1:], start=1):
+        image = _read_image(p)
+        if image.shape != first.shape or image.dtype != first.dtype:
+            raise ValueError(
+                f"slice {p} has shape {image.shape} ({image.dtype}), but the first slice "
+                f"{files[0].name} has {first.shape} ({first.dtype})"
+            )
+        stack[z] = image
+    return stack
+
+
+def _read_image(path: Path) -> np.ndarray:
+    """One slice image; colour as RGB(A), (y, x, c)."""
+    if path.suffix.lower() in (".tif", ".tiff"):
+        return tifffile.imread(path)
+    image = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ValueError(f"cannot decode slice image {path}")
+    if image.ndim == 3:
+        image = cv2.cvtColor(
+            image, cv2.COLOR_BGR2RGB if image.shape[2] == 3 else cv2.COLOR_BGRA2RGBA
+        )
+    return image
+
+
+def _natural_key(path: Path) -> list:
+    """Sort key that orders embedded numbers numerically: slice2 < slice10."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name.lower())]

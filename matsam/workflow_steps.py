@@ -1,0 +1,75 @@
+"""Rule name -> matsam step, for `scripts/run_stage.py`.
+
+Each entry maps the rule's named inputs, outputs and params onto one function of
+`matsam.stages`. Errors are written as one line naming the file to the rule's log (and stderr),
+and the job fails; outputs are only ever written atomically, so nothing half-done is left.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any, Callable
+
+from . import stages
+from .workflow import method_from_params
+
+log = logging.getLogger("matsam")
+
+
+def _cfg(smk: Any):
+    return method_from_params(smk.params.cfg)
+
+
+def _merge(smk: Any) -> None:
+    stages.merge_masks(smk.input.image, smk.input.crops, smk.input.prompts, smk.input.masks,
+                       smk.output.labels, smk.output.map, _cfg(smk))
+
+
+STEPS: dict[str, Callable[[Any], None]] = {
+    "prepare_image": lambda s: stages.prepare_image(s.input.image, s.output.image, _cfg(s)),
+    "plan_crops": lambda s: stages.plan_crops(s.input.image, s.output.crops, _cfg(s)),
+    "make_prompts": lambda s: stages.make_prompts(s.input.image, s.input.crops, s.output.prompts, _cfg(s)),
+    "segment_crops": lambda s: stages.segment_crop(
+        s.input.image, s.input.crops, s.input.prompts, int(s.wildcards.crop), s.output.masks, _cfg(s)
+    ),
+    "merge_grain_masks": _merge,
+    "merge_phase_masks": _merge,
+    "draw_overlay": lambda s: stages.draw_overlay(
+        s.input.image, s.input.labels, s.input.map, s.output.overlay, s.params.cfg["mode"]
+    ),
+    "quantify_objects": lambda s: stages.quantify_objects(
+        s.input.raw, s.input.labels, s.input.map, s.output.objects, s.output.summary, _cfg(s), s.wildcards.image
+    ),
+    "evaluate_image": lambda s: stages.evaluate_image(
+        s.input.image, s.input.map, s.input.label, s.input.prompts, s.output.metrics, _cfg(s),
+        s.wildcards.image, s.params.baselines,
+    ),
+    "aggregate_dataset": lambda s: stages.aggregate_dataset(
+        s.input.metrics, s.input.summaries, s.output.metrics, s.output.summary
+    ),
+    "aggregate_all": lambda s: stages.aggregate_all(s.params.datasets, s.input.metrics, s.output.summary),
+}
+
+
+def run(smk: Any) -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+        handlers=[logging.FileHandler(smk.log[0]), logging.StreamHandler(sys.stderr)] if smk.log else None,
+    )
+    if smk.threads:
+        import os
+
+        os.environ.setdefault("OMP_NUM_THREADS", str(smk.threads))
+        if smk.rule == "segment_crops":
+            import torch
+
+            torch.set_num_threads(int(smk.threads))
+    start = time.perf_counter()
+    try:
+        STEPS[smk.rule](smk)
+    except Exception as exc:
+        log.error("%s: %s", smk.rule, exc)
+        raise SystemExit(f"matsam {smk.rule} failed: {exc}") from None
+    log.info("%s %s done in %.1f s", smk.rule, dict(smk.wildcards), time.perf_counter() - start)

@@ -1,0 +1,110 @@
+# Config validation, the dataset catalogue, wildcard constraints and every input function.
+
+from snakemake.utils import validate
+
+from matsam.config import ConfigError
+from matsam.workflow import SCHEMA, check_config, load_catalog
+
+
+try:
+    check_config(config)  # one-line messages for structural errors ...
+    validate(config, str(SCHEMA))  # ... and Snakemake's validation fills in the defaults
+    DATASETS = load_catalog(config)
+except ConfigError as error:
+    raise WorkflowError(f"invalid configuration: {error}")
+
+RESULTS = config["results"]
+WORK = f"{RESULTS}/_work"
+LOGS = f"{RESULTS}/_logs"
+STEP = "../scripts/run_stage.py"
+CONDA_ENV = "../envs/matsam.yaml"
+
+
+wildcard_constraints:
+    dataset="|".join(DATASETS) or "(?!)",
+    image="[A-Za-z0-9][A-Za-z0-9_.+-]*",
+    crop=r"\d+",
+
+
+def datasets_of_mode(mode):
+    return "|".join(n for n, d in DATASETS.items() if d.mode == mode) or "(?!)"
+
+
+def labelled_datasets():
+    return [name for name, d in DATASETS.items() if d.labels]
+
+
+def raw_image(wildcards):
+    return DATASETS[wildcards.dataset].images[wildcards.image]
+
+
+def label_file(wildcards):
+    return DATASETS[wildcards.dataset].labels[wildcards.image]
+
+
+def crop_masks(wildcards):
+    n = DATASETS[wildcards.dataset].n_crops
+    return [f"{WORK}/{wildcards.dataset}/{wildcards.image}/masks/crop_{i}.npz" for i in range(n)]
+
+
+def map_file(wildcards):
+    name = DATASETS[wildcards.dataset].map_name
+    return f"{RESULTS}/{wildcards.dataset}/{wildcards.image}/{name}.png"
+
+
+def stage_params(*sections):
+    """params function: only the settings of `sections`, so editing one reruns only its rules."""
+
+    def params(wildcards):
+        return DATASETS[wildcards.dataset].stage(*sections)
+
+    return params
+
+
+def dataset_baselines(wildcards):
+    return config["baselines"][DATASETS[wildcards.dataset].mode]
+
+
+def sam_gpus(wildcards):
+    return 1 if config["device"] == "cuda" else 0
+
+
+def image_megapixels(input):
+    """Size of an image from its file (cheap): PNG header, else file size."""
+    import struct
+
+    with open(input.image, "rb") as fh:
+        header = fh.read(24)
+    width, height = struct.unpack(">II", header[16:24])
+    return width * height / 1e6
+
+
+def sam_mem_mb(wildcards, input, attempt):
+    return int((1500 + 1500 * image_megapixels(input)) * attempt)
+
+
+def sam_runtime(wildcards, attempt):
+    return 30 * attempt
+
+
+def cpu_mem_mb(wildcards, input, attempt):
+    return int((500 + 800 * image_megapixels(input)) * attempt)
+
+
+def dataset_metrics(wildcards):
+    dataset = DATASETS[wildcards.dataset]
+    return [f"{WORK}/{dataset.name}/{image}/metrics.csv" for image in dataset.labels]
+
+
+def dataset_summaries(wildcards):
+    dataset = DATASETS[wildcards.dataset]
+    return [f"{WORK}/{dataset.name}/{image}/summary.json" for image in dataset.images]
+
+
+def final_outputs():
+    outputs = [f"{RESULTS}/summary.csv"]
+    for name, dataset in DATASETS.items():
+        for image in dataset.images:
+            folder = f"{RESULTS}/{name}/{image}"
+            outputs += [f"{folder}/overlay.png", f"{folder}/objects.csv", f"{folder}/{dataset.map_name}.png"]
+    return outputs

@@ -1,0 +1,53 @@
+# Cross-crop NMS and post-processing: grain images get a boundary map, phase images a phase mask.
+
+
+rule merge_grain_masks:
+    input:
+        image=rules.prepare_image.output.image,
+        crops=rules.plan_crops.output.crops,
+        prompts=rules.make_prompts.output.prompts,
+        masks=crop_masks,
+    output:
+        labels=f"{RESULTS}/{{dataset}}/{{image}}/labels.tif",
+        map=f"{RESULTS}/{{dataset}}/{{image}}/boundaries.png",
+    params:
+        cfg=stage_params("prompts", "merge"),
+    log:
+        f"{LOGS}/merge_masks/{{dataset}}/{{image}}.log",
+    conda:
+        CONDA_ENV
+    wildcard_constraints:
+        dataset=datasets_of_mode("grain"),
+    resources:
+        mem_mb=cpu_mem_mb,
+        runtime=20,
+    script:
+        STEP
+
+
+use rule merge_grain_masks as merge_phase_masks with:
+    output:
+        labels=f"{RESULTS}/{{dataset}}/{{image}}/labels.tif",
+        map=f"{RESULTS}/{{dataset}}/{{image}}/phase.png",
+    wildcard_constraints:
+        dataset=datasets_of_mode("phase"),
+
+
+rule draw_overlay:
+    input:
+        image=rules.prepare_image.output.image,
+        labels=f"{RESULTS}/{{dataset}}/{{image}}/labels.tif",
+        map=map_file,
+    output:
+        overlay=f"{RESULTS}/{{dataset}}/{{image}}/overlay.png",
+    params:
+        cfg=stage_params(),
+    log:
+        f"{LOGS}/draw_overlay/{{dataset}}/{{image}}.log",
+    conda:
+        CONDA_ENV
+    resources:
+        mem_mb=cpu_mem_mb,
+        runtime=10,
+    script:
+        STEP

@@ -1,0 +1,17 @@
+rule make_prompts:
+    input:
+        image=rules.prepare_image.output.image,
+        crops=rules.plan_crops.output.crops,
+    output:
+        prompts=f"{WORK}/{{dataset}}/{{image}}/prompts.npz",
+    params:
+        cfg=stage_params("prompts"),
+    log:
+        f"{LOGS}/make_prompts/{{dataset}}/{{image}}.log",
+    conda:
+        CONDA_ENV
+    resources:
+        mem_mb=cpu_mem_mb,
+        runtime=10,
+    script:
+        STEP

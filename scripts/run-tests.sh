@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The test command: install what is missing, start the project's one-node Slurm (as root on
+# Debian; the `slurm` tests skip elsewhere), then run pytest. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup-env.sh
+if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+  scripts/local-slurm.sh start
+fi
+exec "${MATSAM_VENV:-$PWD/.venv}/bin/python" -m pytest "$@"

@@ -1,0 +1,74 @@
+"""Synthetic 2D micrographs with known answers, shared by the tests."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def voronoi_micrograph(seed: int, size: int = 256, n_grains: int = 30):
+    """Grey Voronoi grains (levels 150-220) with 3-px dark (50) boundaries and noise (sd 5).
+
+    Returns the (H, W, 3) uint8 image and the true (H, W) bool boundary map.
+    """
+    rng = np.random.default_rng(seed)
+    seeds = rng.random((n_grains, 2)) * size
+    yy, xx = np.mgrid[:size, :size]
+    grains = ((yy[..., None] - seeds[:, 0]) ** 2 + (xx[..., None] - seeds[:, 1]) ** 2).argmin(-1)
+    change = np.zeros((size, size), np.uint8)
+    change[:, 1:] |= grains[:, 1:] != grains[:, :-1]
+    change[1:, :] |= grains[1:, :] != grains[:-1, :]
+    boundary = cv2.dilate(change, np.ones((3, 3), np.uint8)) > 0
+    grey = np.where(boundary, 50.0, rng.uniform(150, 220, n_grains)[grains])
+    grey += rng.normal(0, 5, grey.shape)
+    image = np.clip(grey, 0, 255).astype(np.uint8)
+    return np.repeat(image[..., None], 3, axis=2), boundary
+
+
+def disc_micrograph(seed: int, dark: bool, ramp: float = 0.0, size: int = 256):
+    """15 discs (r 8-20 px) at grey 60 on 190 (or the reverse), noise sd 8, plus an optional
+    left-to-right illumination ramp of +-``ramp`` grey levels.
+
+    Returns the (H, W, 3) uint8 image and the (H, W) uint8 0/1 disc mask.
+    """
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((size, size), np.uint8)
+    for _ in range(15):
+        centre = tuple(int(v) for v in rng.integers(20, size - 20, 2))
+        cv2.circle(mask, centre, int(rng.integers(8, 20)), 1, -1)
+    inside, outside = (60.0, 190.0) if dark else (190.0, 60.0)
+    grey = np.where(mask == 1, inside, outside) + rng.normal(0, 8, mask.shape)
+    grey += np.linspace(-ramp, ramp, size)[None, :]
+    image = np.clip(grey, 0, 255).astype(np.uint8)
+    return np.repeat(image[..., None], 3, axis=2), mask
+
+
+def write_disc_dataset(folder, n_images: int = 2, size: int = 128, seed: int = 0) -> None:
+    """A tiny labelled phase dataset: `images/disc_<i>.png` and `labels/disc_<i>.png` (0/1)."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "labels").mkdir(parents=True, exist_ok=True)
+    for i in range(n_images):
+        image, mask = few_discs(seed + i, size)
+        cv2.imwrite(str(folder / "images" / f"disc_{i}.png"), image)
+        cv2.imwrite(str(folder / "labels" / f"disc_{i}.png"), mask)
+
+
+def few_discs(seed: int, size: int = 128, n: int = 4):
+    """A few well separated dark discs (radius ~ size/10) on a bright background.
+
+    Returns (H, W, 3) uint8 image and (H, W) uint8 0/1 mask. Small and simple enough that the
+    real MobileSAM runs on it in seconds on a CPU.
+    """
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((size, size), np.uint8)
+    cells = [(x, y) for y in (0.3, 0.7) for x in (0.3, 0.7)][:n]
+    for x, y in cells:
+        jitter = rng.uniform(-0.05, 0.05, 2)
+        centre = (int((x + jitter[0]) * size), int((y + jitter[1]) * size))
+        cv2.circle(mask, centre, int(size * rng.uniform(0.08, 0.12)), 1, -1)
+    grey = np.where(mask == 1, 70.0, 190.0) + rng.normal(0, 4, mask.shape)
+    image = np.clip(grey, 0, 255).astype(np.uint8)
+    return np.repeat(image[..., None], 3, axis=2), mask

@@ -1,0 +1,74 @@
+"""The real MobileSAM on small synthetic images (no downloads: weights come from setup-env)."""
+
+import numpy as np
+import pytest
+import torch
+from synthetic import few_discs
+
+from matsam.config import SamConfig
+from matsam.sam import Segmenter, build_model, mask_boxes
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def segmenter(mobile_sam_weights):
+    return Segmenter(build_model("mobile_sam", mobile_sam_weights), torch.device("cpu"))
+
+
+def test_attention_bias_cache_holds_the_loaded_weights(segmenter):
+    """TinyViT caches its attention biases at eval(); they must be the checkpoint's, not the init's."""
+    checked = 0
+    for module in segmenter.net.image_encoder.modules():
+        if hasattr(module, "attention_biases") and hasattr(module, "ab"):
+            expected = module.attention_biases[:, module.attention_bias_idxs]
+            assert torch.equal(module.ab, expected)
+            checked += 1
+    assert checked > 0
+
+
+def test_each_disc_is_segmented_from_a_point_inside_it(segmenter):
+    image, mask = few_discs(seed=0)
+    from scipy import ndimage as ndi
+
+    discs, n = ndi.label(mask)
+    centres = np.array(ndi.center_of_mass(mask, discs, range(1, n + 1)))[:, ::-1]  # (x, y)
+    masks = segmenter.segment(image, centres.astype(np.float32), SamConfig(skip_covered_points=False))
+    assert len(masks) == n
+    for i in range(len(masks)):
+        m = masks.mask(i)
+        disc = discs == discs[int(centres[masks.point_index[i], 1]), int(centres[masks.point_index[i], 0])]
+        iou = (m & disc).sum() / (m | disc).sum()
+        assert iou > 0.8, f"disc {i}: IoU {iou:.2f}"
+        x0, y0, x1, y1 = masks.boxes[i]
+        assert m[y0:y1, x0:x1].sum() == m.sum() == masks.areas[i]
+
+
+def test_points_inside_kept_masks_are_skipped(segmenter):
+    image, mask = few_discs(seed=1)
+    ys, xs = np.nonzero(mask)
+    pick = np.random.default_rng(0).choice(len(xs), 40, replace=False)
+    points = np.stack([xs[pick], ys[pick]], 1).astype(np.float32)
+    skipping = segmenter.segment(image, points, SamConfig(points_per_batch=4))
+    assert 1 <= len(skipping) <= 8  # a few masks per disc at most, not one per point
+
+
+def test_mask_boxes_are_half_open():
+    masks = torch.zeros(2, 10, 10, dtype=torch.bool)
+    masks[0, 2:5, 3:7] = True
+    assert mask_boxes(masks).tolist() == [[3, 2, 7, 5], [0, 0, 0, 0]]
+
+
+def test_vit_b_architecture_builds_without_weights():
+    net = build_model("vit_b", None)
+    assert net.image_encoder.img_size == 1024 and not net.training
+    assert sum(p.numel() for p in net.parameters()) > 80e6
+
+
+def test_a_missing_checkpoint_for_vit_h_is_a_clear_error():
+    from matsam.sam import checkpoint_for
+
+    with pytest.raises(ValueError, match="needs sam.checkpoint"):
+        checkpoint_for(SamConfig(model="vit_h"))
+    with pytest.raises(FileNotFoundError, match="nowhere.pth"):
+        checkpoint_for(SamConfig(model="vit_h", checkpoint="/nowhere.pth"))
