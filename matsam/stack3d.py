@@ -118,8 +118,10 @@ def link_slices(
     swapping).
     """
     labels = np.asarray(labels2d)
-    if labels.ndim != 3:
-        raise ValueError(f"labels2d must be (z, y, x), got shape {labels.shape}")
+    if labels.ndim != 3 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels2d must be integer (z, y, x), got {labels.dtype} {labels.shape}")
+    if grey is not None and np.shape(grey)[:3] != labels.shape:
+        raise ValueError(f"grey {np.shape(grey)} does not match labels2d {labels.shape}")
     n_z = labels.shape[0]
     shifts = np.zeros((n_z, 2), np.int64)
     if cfg.align:
@@ -248,12 +250,7 @@ def grain_table_3d(
     """
     labels3d = np.asarray(labels3d)
     props = regionprops_table(labels3d, properties=("label", "area", "centroid", "bbox"))
-    table = pd.DataFrame(
-        {
-            "label": props["label"],
-            "volume_vox": props["area"].astype(np.int64),
-        }
-    )
+    table = pd.DataFrame({"label": props["label"], "volume_vox": props["area"].astype(np.int64)})
     voxel_um3 = float(np.prod(voxel_size_um)) if voxel_size_um is not None else np.nan
     table["volume_um3"] = table["volume_vox"] * voxel_um3
     table["equivalent_sphere_diameter_vox"] = np.cbrt(6.0 * table["volume_vox"] / np.pi)
@@ -266,10 +263,9 @@ def grain_table_3d(
     for s in labels3d:
         n_slices += np.bincount(s.ravel(), minlength=n_slices.size) > 0
     table["n_slices"] = n_slices[table["label"]]
-    hi = np.asarray(labels3d.shape)
-    table["touches_boundary"] = (table[["bbox_z0", "bbox_y0", "bbox_x0"]].to_numpy() == 0).any(
-        axis=1
-    ) | (table[["bbox_z1", "bbox_y1", "bbox_x1"]].to_numpy() == hi).any(axis=1)
+    lo = table[["bbox_z0", "bbox_y0", "bbox_x0"]].to_numpy()
+    hi = table[["bbox_z1", "bbox_y1", "bbox_x1"]].to_numpy()
+    table["touches_boundary"] = (lo == 0).any(axis=1) | (hi == labels3d.shape).any(axis=1)
     return table
 
 

@@ -75,7 +75,7 @@ def export_slices(spec: str | os.PathLike, out_dir: str | os.PathLike) -> list[P
         tifffile.imwrite(buffer, image)
         data = buffer.getvalue()
         if not (path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data):
-            _atomic_write(path, lambda tmp, data=data: Path(tmp).write_bytes(data))
+            _atomic_write_bytes(path, data)
         paths.append(path)
     keep = set(paths)
     for stale in out.iterdir():
@@ -121,6 +121,10 @@ def write_labels_h5(
                 ds.attrs["element_size_um"] = size
 
     _atomic_write(Path(path), write)
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    _atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def _atomic_write(path: Path, write: Callable[[str], object]) -> None:

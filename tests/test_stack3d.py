@@ -247,6 +247,18 @@ def test_read_stack_wrong_slice_size_names_the_slice(tmp_path, grey_u16):
         read_stack(tmp_path / "pngs")
 
 
+def test_read_stack_tiff_written_page_by_page(tmp_path, grey_u16):
+    with tifffile.TiffWriter(tmp_path / "pages.tif") as tif:
+        for image in grey_u16:
+            tif.write(image)
+    assert np.array_equal(read_stack(tmp_path / "pages.tif"), grey_u16)
+    with tifffile.TiffWriter(tmp_path / "bad.tif") as tif:
+        for z, image in enumerate(grey_u16):
+            tif.write(image[:, :-2] if z == 2 else image)
+    with pytest.raises(ValueError, match=r"page 2 has shape \(48, 38\)"):
+        read_stack(tmp_path / "bad.tif")
+
+
 def test_read_stack_missing_inputs_are_named(tmp_path, grey_u16):
     with pytest.raises(FileNotFoundError, match="nothere.tif"):
         read_stack(tmp_path / "nothere.tif")
