@@ -41,9 +41,18 @@ def blurred(gray: np.ndarray, ksize: int) -> np.ndarray:
     return cv2.GaussianBlur(gray, (ksize, ksize), 0) if ksize > 1 else gray
 
 
-def otsu_threshold(gray: np.ndarray) -> float:
-    threshold, _ = cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    return float(threshold)
+def otsu_threshold(gray: np.ndarray, clip: tuple[float, float] = (1.0, 99.0)) -> float:
+    """Otsu's threshold of the grey levels between two percentiles.
+
+    A few very dark or bright pixels (a dust particle, a scratch, charging) otherwise pull the
+    threshold to separate them from everything else instead of the two phases.
+    """
+    lo, hi = np.percentile(gray, clip)
+    if hi <= lo:
+        return float(lo)
+    clipped = ((np.clip(gray, lo, hi) - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+    threshold, _ = cv2.threshold(clipped, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    return float(lo + threshold * (hi - lo) / 255.0)
 
 
 def largest_component_fraction(mask: np.ndarray) -> float:

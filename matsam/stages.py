@@ -122,7 +122,7 @@ def score(mode: str, predicted_map: np.ndarray, label: np.ndarray) -> dict[str, 
     """Metrics of one prediction against a label map (255 = unlabelled)."""
     truth, ignore = metrics.split_ignore(label)
     if mode == "grain":
-        return metrics.grain_scores(predicted_map.astype(bool), truth.astype(bool), ignore)
+        return metrics.grain_scores(predicted_map.astype(bool), truth.astype(bool), ignore, match_width=True)
     return metrics.phase_scores((predicted_map > 0).astype(np.uint8), (truth > 0).astype(np.uint8), ignore)
 
 

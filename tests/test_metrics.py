@@ -240,3 +240,17 @@ def test_multiclass_miou_matches_notebook_and_ignores_255():
     assert multiclass_miou(pred, clean, ignore) == pytest.approx(
         notebook_miou(pred[5:], true[5:]), abs=1e-12
     )
+
+
+def test_line_width_and_redrawing_compare_positions_not_thickness():
+    from matsam.metrics import line_width, redraw_lines
+
+    truth = np.zeros((40, 40), bool)
+    truth[:, 19:22] = True  # a 3-px line splitting two grains
+    thin = np.zeros((40, 40), bool)
+    thin[:, 20] = True
+    assert line_width(truth) == 3 and line_width(thin) == 1
+    assert (redraw_lines(thin, 3) == truth).all()
+    plain = grain_scores(thin, truth)["ari"]
+    matched = grain_scores(thin, truth, match_width=True)["ari"]
+    assert matched == pytest.approx(1.0) and plain < 0.95
