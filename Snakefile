@@ -22,6 +22,7 @@ include: "rules/merge.smk"
 include: "rules/quantify.smk"
 include: "rules/evaluate.smk"
 include: "rules/aggregate.smk"
+include: "rules/stacks.smk"
 
 
 rule all:

@@ -50,6 +50,7 @@ STEPS: dict[str, Callable[[Any], None]] = {
         s.input.metrics, s.input.summaries, s.output.metrics, s.output.summary
     ),
     "aggregate_all": lambda s: stages.aggregate_all(s.params.datasets, s.input.metrics, s.output.summary),
+    "link_stack": lambda s: __import__("matsam.stack_stages").stack_stages.link_stack_rule(s),
 }
 
 

@@ -3,7 +3,7 @@
 from snakemake.utils import validate
 
 from matsam.config import ConfigError
-from matsam.workflow import SCHEMA, check_config, load_catalog
+from matsam.workflow import SCHEMA, check_config, load_catalog, load_stacks
 
 
 try:
@@ -18,6 +18,12 @@ WORK = f"{RESULTS}/_work"
 LOGS = f"{RESULTS}/_logs"
 STEP = "../scripts/run_stage.py"
 CONDA_ENV = "../envs/matsam.yaml"
+
+try:  # serial-section stacks: their slices join the catalogue as datasets "<stack>/slices"
+    STACKS = load_stacks(config, DATASETS, f"{WORK}/_stacks")
+except ConfigError as error:
+    raise WorkflowError(f"invalid configuration: {error}")
+DATASETS.update({stack.dataset.name: stack.dataset for stack in STACKS.values()})
 
 
 wildcard_constraints:
@@ -107,4 +113,44 @@ def final_outputs():
         for image in dataset.images:
             folder = f"{RESULTS}/{name}/{image}"
             outputs += [f"{folder}/overlay.png", f"{folder}/objects.csv", f"{folder}/{dataset.map_name}.png"]
+    outputs += stack_outputs()
     return outputs
+
+
+def stack_outputs():
+    names = ["labels3d.h5", "grains3d.csv", "summary.csv", "shifts.json", "ortho_xy.png", "ortho_xz.png", "ortho_yz.png"]
+    return [f"{RESULTS}/{stack}/{name}" for stack in STACKS for name in names]
+
+
+def stack_slice_files(kind):
+    """link_stack input function: per slice in z order, its labels.tif ("labels"; grain stacks),
+    phase.png ("maps"; phase stacks) or 8-bit image.png ("grey")."""
+
+    def files(wildcards):
+        stack = STACKS[wildcards.stack]
+        name = stack.dataset.name
+        if kind == "grey":
+            return [f"{WORK}/{name}/{image}/image.png" for image in stack.dataset.images]
+        if (kind == "labels") != (stack.mode == "grain"):
+            return []
+        file = "labels.tif" if kind == "labels" else f"{stack.dataset.map_name}.png"
+        return [f"{RESULTS}/{name}/{image}/{file}" for image in stack.dataset.images]
+
+    return files
+
+
+def stack_params(wildcards):
+    return STACKS[wildcards.stack].params()
+
+
+def stack_mem_mb(wildcards, input, attempt):
+    """About 16 bytes per voxel (2D and 3D labels, grey, measurements) plus the interpreter."""
+    import struct
+
+    with open(input.grey[0], "rb") as fh:
+        width, height = struct.unpack(">II", fh.read(24)[16:24])
+    return int((1000 + 16 * len(input.grey) * width * height / 1e6) * attempt)
+
+
+def stack_runtime(wildcards, attempt):
+    return int((10 + len(STACKS[wildcards.stack].dataset.images) / 20) * attempt)

@@ -135,5 +135,6 @@ def test_configuration_errors_stop_before_any_job(tmp_path):
         write_config(tmp_path, datasets)
         result = snakemake(tmp_path, "-n", "--cores", "1")
         assert result.returncode != 0
-        assert message in result.stderr, result.stderr[-2000:]
+        output = result.stdout + result.stderr
+        assert message in output, output[-2000:]
     assert not (tmp_path / "results").exists()
