@@ -11,7 +11,6 @@ import yaml
 
 from . import __version__
 from .config import ConfigError, MethodConfig, merge_sections, method_config
-from .crops import n_crops
 from .io import InputError, read_image
 from .weights import WeightsError
 
@@ -34,14 +33,12 @@ def run_segment(args: argparse.Namespace) -> None:
         out = Path(args.output) / name if len(args.images) > 1 else Path(args.output)
         work = out / "work"
         prepared, crops, points = work / "image.png", work / "crops.json", work / "prompts.npz"
-        masks = [work / f"masks/crop_{i}.npz" for i in range(n_crops(cfg.crops.n_layers))]
         map_file = out / ("boundaries.png" if cfg.mode == "grain" else "phase.png")
         stages.prepare_image(image, prepared, cfg)
         stages.plan_crops(prepared, crops, cfg)
         stages.make_prompts(prepared, crops, points, cfg)
-        for index, mask_file in enumerate(masks):
-            stages.segment_crop(prepared, crops, points, index, mask_file, cfg, segmenter)
-        stages.merge_masks(prepared, crops, points, masks, out / "labels.tif", map_file, cfg)
+        stages.segment_images([name], [prepared], [crops], [points], work / "masks", cfg, segmenter)
+        stages.merge_masks(prepared, crops, points, work / "masks", name, out / "labels.tif", map_file, cfg)
         stages.draw_overlay(prepared, out / "labels.tif", map_file, out / "overlay.png", cfg.mode)
         stages.quantify_objects(image, out / "labels.tif", map_file, out / "objects.csv",
                                 out / "summary.json", cfg, name)

@@ -56,32 +56,38 @@ def make_prompts(image: PathLike, crops_file: PathLike, dst: PathLike, cfg: Meth
     io.write_npz(dst, **arrays)
 
 
-def segment_crop(image: PathLike, crops_file: PathLike, prompts_file: PathLike, crop_index: int,
-                 dst: PathLike, cfg: MethodConfig, segmenter: "Segmenter | None" = None) -> None:
-    """Run SAM on one crop of an image and write its masks (bit-packed) with scores and boxes."""
+def mask_file(masks_dir: PathLike, name: str, crop_index: int) -> Path:
+    """Where the SAM step writes the masks of crop `crop_index` of image `name`."""
+    return Path(masks_dir) / name / f"crop_{crop_index}.npz"
+
+
+def segment_images(names: Sequence[str], images: Sequence[PathLike], crops_files: Sequence[PathLike],
+                   prompts_files: Sequence[PathLike], masks_dir: PathLike, cfg: MethodConfig,
+                   segmenter: "Segmenter | None" = None) -> None:
+    """One SAM job: load the model once, segment every crop of every image given, and write
+    each crop's masks (bit-packed, with scores and boxes) to its own file (`mask_file`)."""
     from .sam import Segmenter
 
     segmenter = segmenter or Segmenter.from_config(cfg.sam)
-    rgb = io.read_image(image)
-    if cfg.read.stretch:
-        rgb = io.stretch_contrast(rgb, cfg.read.percentiles)
-    crops = read_crops(crops_file)
-    if not 0 <= crop_index < len(crops):
-        raise ValueError(f"{crops_file}: has {len(crops)} crops, no crop {crop_index}")
-    crop = crops[crop_index]
-    points = io.read_npz(prompts_file)[f"points_{crop.index}"]
-    window = np.ascontiguousarray(rgb[crop.y0 : crop.y1, crop.x0 : crop.x1])
-    io.write_npz(dst, **segmenter.segment(window, points, cfg.sam).to_arrays())
+    for name, image, crops_file, prompts_file in zip(names, images, crops_files, prompts_files, strict=True):
+        rgb = io.read_image(image)
+        if cfg.read.stretch:
+            rgb = io.stretch_contrast(rgb, cfg.read.percentiles)
+        points = io.read_npz(prompts_file)
+        for crop in read_crops(crops_file):
+            window = np.ascontiguousarray(rgb[crop.y0 : crop.y1, crop.x0 : crop.x1])
+            masks = segmenter.segment(window, points[f"points_{crop.index}"], cfg.sam)
+            io.write_npz(mask_file(masks_dir, name, crop.index), **masks.to_arrays())
 
 
-def merge_masks(image: PathLike, crops_file: PathLike, prompts_file: PathLike, mask_files: Sequence[PathLike],
+def merge_masks(image: PathLike, crops_file: PathLike, prompts_file: PathLike, masks_dir: PathLike, name: str,
                 labels_out: PathLike, map_out: PathLike, cfg: MethodConfig) -> None:
     """Cross-crop NMS and post-processing into labels.tif plus boundaries.png or phase.png."""
     rgb = io.read_image(image)
     gray = prompts.to_gray8(rgb)
     height, width = gray.shape
     crops = read_crops(crops_file)
-    crop_masks = [CropMasks.from_arrays(io.read_npz(f)) for f in mask_files]
+    crop_masks = [CropMasks.from_arrays(io.read_npz(mask_file(masks_dir, name, c.index))) for c in crops]
     cands = cross_crop_nms(candidates(crops, crop_masks, height, width, cfg.merge), cfg.merge.crop_nms_thresh)
     if cfg.mode == "grain":
         labels, mask = merge_grains(cands, gray, cfg.merge)

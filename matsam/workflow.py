@@ -7,7 +7,8 @@ an image without its label is reported then, by name, instead of failing a job h
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -27,6 +28,7 @@ class Dataset:
     images: dict[str, Path]  # stem -> image file
     labels: dict[str, Path] = field(default_factory=dict)  # stem -> label file ({} when unlabelled)
     method: MethodConfig = field(default_factory=MethodConfig)
+    images_per_job: int = 1  # images segmented by one SAM job (one model load)
 
     @property
     def map_name(self) -> str:
@@ -35,6 +37,23 @@ class Dataset:
     @property
     def n_crops(self) -> int:
         return n_crops(self.method.crops.n_layers)
+
+    @cached_property
+    def shards(self) -> dict[str, list[str]]:
+        """SAM jobs: consecutive images (sorted by name), `images_per_job` per job. A shard of one
+        image is named after it, so a changed image reruns exactly its own SAM job."""
+        names = sorted(self.images)
+        if self.images_per_job <= 1:
+            return {name: [name] for name in names}
+        size = self.images_per_job
+        return {f"shard{k // size:05d}": names[k : k + size] for k in range(0, len(names), size)}
+
+    @cached_property
+    def _shard_of(self) -> dict[str, str]:
+        return {image: shard for shard, images in self.shards.items() for image in images}
+
+    def shard_of(self, image: str) -> str:
+        return self._shard_of[image]
 
     def stage(self, *sections: str) -> dict[str, Any]:
         """The settings of some stages as a plain dict (Snakemake `params`: changing one of them
@@ -104,8 +123,9 @@ def load_catalog(config: Mapping[str, Any], base: str | Path = ".") -> dict[str,
     base = Path(base)
     defaults = merge_sections(config.get("defaults") or {}, {"sam": {"device": config.get("device", "auto")}})
     method_config("grain", defaults, where="defaults")  # unknown keys fail even with no dataset
+    per_job = int(config.get("sam_images_per_job", 1))
     return {
-        name: load_dataset(name, entry, defaults, base)
+        name: replace(load_dataset(name, entry, defaults, base), images_per_job=per_job)
         for name, entry in (config.get("datasets") or {}).items()
     }
 

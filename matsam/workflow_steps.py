@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 from . import stages
@@ -24,15 +25,16 @@ def _cfg(smk: Any):
 
 def _merge(smk: Any) -> None:
     stages.merge_masks(smk.input.image, smk.input.crops, smk.input.prompts, smk.input.masks,
-                       smk.output.labels, smk.output.map, _cfg(smk))
+                       smk.wildcards.image, smk.output.labels, smk.output.map, _cfg(smk))
 
 
 STEPS: dict[str, Callable[[Any], None]] = {
     "prepare_image": lambda s: stages.prepare_image(s.input.image, s.output.image, _cfg(s)),
     "plan_crops": lambda s: stages.plan_crops(s.input.image, s.output.crops, _cfg(s)),
     "make_prompts": lambda s: stages.make_prompts(s.input.image, s.input.crops, s.output.prompts, _cfg(s)),
-    "segment_crops": lambda s: stages.segment_crop(
-        s.input.image, s.input.crops, s.input.prompts, int(s.wildcards.crop), s.output.masks, _cfg(s)
+    "segment_crops": lambda s: stages.segment_images(
+        [Path(f).parent.name for f in s.input.images], s.input.images, s.input.crops, s.input.prompts,
+        s.output.masks, _cfg(s),
     ),
     "merge_grain_masks": _merge,
     "merge_phase_masks": _merge,

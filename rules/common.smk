@@ -29,7 +29,7 @@ DATASETS.update({stack.dataset.name: stack.dataset for stack in STACKS.values()}
 wildcard_constraints:
     dataset="|".join(DATASETS) or "(?!)",
     image="[A-Za-z0-9][A-Za-z0-9_.+-]*",
-    crop=r"\d+",
+    shard="[A-Za-z0-9][A-Za-z0-9_.+-]*",
 
 
 def datasets_of_mode(mode):
@@ -48,9 +48,21 @@ def label_file(wildcards):
     return DATASETS[wildcards.dataset].labels[wildcards.image]
 
 
-def crop_masks(wildcards):
-    n = DATASETS[wildcards.dataset].n_crops
-    return [f"{WORK}/{wildcards.dataset}/{wildcards.image}/masks/crop_{i}.npz" for i in range(n)]
+def sam_shard(wildcards):
+    """The SAM job's folder holding this image's crop masks."""
+    dataset = DATASETS[wildcards.dataset]
+    return f"{WORK}/{dataset.name}/sam/{dataset.shard_of(wildcards.image)}"
+
+
+def shard_inputs(kind):
+    """Input function: the `kind` work file (image.png, crops.json, prompts.npz) of every image
+    of a SAM shard."""
+
+    def files(wildcards):
+        dataset = DATASETS[wildcards.dataset]
+        return [f"{WORK}/{dataset.name}/{image}/{kind}" for image in dataset.shards[wildcards.shard]]
+
+    return files
 
 
 def map_file(wildcards):
@@ -75,22 +87,29 @@ def sam_gpus(wildcards):
     return 1 if config["device"] == "cuda" else 0
 
 
-def image_megapixels(input):
-    """Size of an image from its file (cheap): PNG header, else file size."""
+def megapixels(png):
+    """Pixels of a PNG from its header, in millions (no decoding)."""
     import struct
 
-    with open(input.image, "rb") as fh:
-        header = fh.read(24)
-    width, height = struct.unpack(">II", header[16:24])
+    with open(png, "rb") as fh:
+        width, height = struct.unpack(">II", fh.read(24)[16:24])
     return width * height / 1e6
 
 
+def image_megapixels(input):
+    return megapixels(input.image)
+
+
 def sam_mem_mb(wildcards, input, attempt):
-    return int((1500 + 1500 * image_megapixels(input)) * attempt)
+    largest = max(megapixels(f) for f in input.images)
+    return int((2000 + 1500 * largest) * attempt)
 
 
-def sam_runtime(wildcards, attempt):
-    return 30 * attempt
+def sam_runtime(wildcards, input, attempt):
+    """Minutes: generous for a CPU (about a minute per megapixel and crop), doubled per retry."""
+    crops = DATASETS[wildcards.dataset].n_crops
+    total = sum(megapixels(f) for f in input.images)
+    return int((10 + 4 * crops * max(total, 0.25)) * attempt)
 
 
 def cpu_mem_mb(wildcards, input, attempt):

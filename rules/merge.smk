@@ -6,7 +6,7 @@ rule merge_grain_masks:
         image=rules.prepare_image.output.image,
         crops=rules.plan_crops.output.crops,
         prompts=rules.make_prompts.output.prompts,
-        masks=crop_masks,
+        masks=sam_shard,
     output:
         labels=f"{RESULTS}/{{dataset}}/{{image}}/labels.tif",
         map=f"{RESULTS}/{{dataset}}/{{image}}/boundaries.png",

@@ -1,21 +1,23 @@
-# SAM inference, one job per crop; the only rule that may ask the scheduler for a GPU.
+# SAM inference; the only rule that may ask the scheduler for a GPU. One job loads the model once
+# and segments every crop of a shard of images (config `sam_images_per_job`, default 1 image),
+# writing each crop's masks to its own file: <shard>/<image>/crop_<i>.npz.
 
 
 rule segment_crops:
     input:
-        image=rules.prepare_image.output.image,
-        crops=rules.plan_crops.output.crops,
-        prompts=rules.make_prompts.output.prompts,
+        images=shard_inputs("image.png"),
+        crops=shard_inputs("crops.json"),
+        prompts=shard_inputs("prompts.npz"),
     output:
-        masks=f"{WORK}/{{dataset}}/{{image}}/masks/crop_{{crop}}.npz",
+        masks=directory(f"{WORK}/{{dataset}}/sam/{{shard}}"),
     params:
         cfg=stage_params("read", "sam"),
     log:
-        f"{LOGS}/segment_crops/{{dataset}}/{{image}}/crop_{{crop}}.log",
+        f"{LOGS}/segment_crops/{{dataset}}/{{shard}}.log",
     conda:
         CONDA_ENV
     benchmark:
-        f"{LOGS}/segment_crops/{{dataset}}/{{image}}/crop_{{crop}}.benchmark.tsv"
+        f"{LOGS}/segment_crops/{{dataset}}/{{shard}}.benchmark.tsv"
     threads: config["sam_threads"]
     resources:
         gpu=sam_gpus,

@@ -116,8 +116,10 @@ def test_a_changed_image_reruns_only_its_own_chain(pipeline_run):
     jobs = planned_jobs(pipeline_run)
     per_image = [(rule, wc) for rule, wc in jobs if "image" in wc]
     assert {wc["image"] for _, wc in per_image} == {"disc_1"}
-    assert {"prepare_image", "segment_crops", "merge_phase_masks", "evaluate_image"} <= {r for r, _ in per_image}
-    others = {rule for rule, wc in jobs if "image" not in wc}
+    assert {"prepare_image", "make_prompts", "merge_phase_masks", "evaluate_image"} <= {r for r, _ in per_image}
+    sam_jobs = [wc for rule, wc in jobs if rule == "segment_crops"]
+    assert sam_jobs == [{"dataset": "discs", "shard": "disc_1"}]
+    others = {rule for rule, wc in jobs if "image" not in wc and rule != "segment_crops"}
     assert others <= {"aggregate_dataset", "aggregate_all", "all"}
 
 
