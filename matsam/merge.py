@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 from skimage.measure import label as connected_label
 from skimage.segmentation import relabel_sequential, watershed
+
 from .config import MergeConfig
 from .crops import Crop
 from .masks import CropMasks

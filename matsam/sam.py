@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+
 from .config import SamConfig
 from .masks import CropMasks
 from .nms import nms

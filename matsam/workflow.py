@@ -239,7 +239,7 @@ def export_stack(name: str, spec: str, out_dir: str | Path) -> list[Path]:
 
 
 def load_stack(name: str, entry: Mapping[str, Any], defaults: Mapping[str, Any], base: Path,
-               export_root: Path) -> Stack:
+               export_root: Path, images_per_job: int = 1) -> Stack:
     where = f"stacks.{name}"
     if not NAME.match(name):
         raise ConfigError(f"{where}: a stack name may hold only letters, digits and _.+- (got {name!r})")
@@ -257,7 +257,7 @@ def load_stack(name: str, entry: Mapping[str, Any], defaults: Mapping[str, Any],
     source = spec if Path(spec).is_absolute() else str(base / spec)
     paths = export_stack(name, source, export_root / name)
     images = {p.stem: p for p in paths}
-    dataset = Dataset(slices_dataset_name(name), mode, images, {}, method)
+    dataset = Dataset(slices_dataset_name(name), mode, images, {}, method, images_per_job)
     return Stack(name, spec, dataset, voxel, bool(entry.get("align", False)), link)
 
 
@@ -273,5 +273,6 @@ def load_stacks(config: Mapping[str, Any], datasets: Mapping[str, Dataset], expo
         if name in datasets:
             raise ConfigError(f"stacks.{name}: {name!r} is also the name of a dataset; stacks and datasets "
                               "share the results folder, so their names must differ")
-        stacks[name] = load_stack(name, entry, defaults, base, Path(export_root))
+        stacks[name] = load_stack(name, entry, defaults, base, Path(export_root),
+                                  int(config.get("sam_images_per_job", 1)))
     return stacks

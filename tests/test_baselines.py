@@ -3,6 +3,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from synthetic import disc_micrograph, voronoi_micrograph
 
 from matsam.baselines import (
     GRAIN_BASELINES,
@@ -14,8 +15,6 @@ from matsam.baselines import (
     watershed_boundaries,
 )
 from matsam.metrics import grain_scores, phase_scores
-from synthetic import disc_micrograph, voronoi_micrograph
-
 
 # --- grain baselines ------------------------------------------------------------------------
 

@@ -21,11 +21,11 @@ import pandas as pd
 import pytest
 import tifffile
 import yaml
+from conftest import REPO
 from skimage.segmentation import find_boundaries
 from sklearn.metrics import adjusted_rand_score
 from synthetic3d import grey_stack, perturb_labels2d, shifted_crops, voronoi_volume
 
-from conftest import REPO
 from matsam import io, stackio
 from matsam.config import ConfigError
 from matsam.stack3d import apply_shifts
@@ -126,7 +126,7 @@ def test_stack_outputs(stack_run):
     summary = pd.read_csv(out / "summary.csv")
     assert list(summary.columns) == SUMMARY_COLUMNS and len(summary) == 1
     row = summary.iloc[0]
-    assert row.n_grains_3d == len(table) and row.n_slices == SHAPE[0] and row.mode == "grain"
+    assert row.n_grains_3d == len(table) and row.n_slices == SHAPE[0] and row["mode"] == "grain"
     assert row.mean_grain_volume_vox == pytest.approx(table.volume_vox.mean())
     assert row.links > 0 and not row.aligned and pd.isna(row.phase_volume_fraction)
     shifts = json.loads((out / "shifts.json").read_text())
@@ -154,8 +154,7 @@ def test_3d_grains_match_the_truth(stack_run, tmp_path):
     slices = stack_run / "results" / "grains3d" / "slices"
     work = stack_run / "results" / "_work" / "grains3d" / "slices"
     names = [f"slice_{z:04d}" for z in range(SHAPE[0])]
-    outputs = {k: tmp_path / f"{k}.out" for k in ("labels3d", "grains3d", "summary", "shifts",
-                                                  "ortho_xy", "ortho_xz", "ortho_yz")}
+    outputs = outputs_in(tmp_path)
     link_stack([slices / n / "labels.tif" for n in names], [], [work / n / "image.png" for n in names], outputs,
                {"stack": "plain", "mode": "grain", "voxel_size_um": VOXEL, "align": False})
     with h5py.File(outputs["labels3d"], "r") as f:
@@ -195,10 +194,11 @@ def test_a_changed_slice_reruns_only_its_chain_and_the_linking(stack_run):
     grey[3] = np.clip(grey[3].astype(int) + 3, 0, 255).astype(np.uint8)
     tifffile.imwrite(stack_run / "sections.tif", grey, photometric="minisblack")
     jobs = planned_jobs(stack_run)
-    per_slice = [(rule, wc) for rule, wc in jobs if "image" in wc]
-    assert {wc["image"] for _, wc in per_slice} == {"slice_0003"}
+    # with sam_images_per_job: 1 (the default) a SAM job's shard is named after its one image
+    per_slice = [(rule, wc.get("image", wc.get("shard"))) for rule, wc in jobs if {"image", "shard"} & set(wc)]
+    assert {image for _, image in per_slice} == {"slice_0003"}
     assert {"prepare_image", "segment_crops", "merge_grain_masks"} <= {rule for rule, _ in per_slice}
-    others = {rule for rule, wc in jobs if "image" not in wc}
+    others = {rule for rule, wc in jobs if not {"image", "shard"} & set(wc)}
     assert "link_stack" in others and others <= {"link_stack", "aggregate_dataset", "aggregate_all", "all"}
 
 

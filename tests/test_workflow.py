@@ -13,9 +13,8 @@ import pandas as pd
 import pytest
 import tifffile
 import yaml
-from synthetic import voronoi_micrograph, write_disc_dataset
-
 from conftest import REPO
+from synthetic import voronoi_micrograph, write_disc_dataset
 
 pytestmark = pytest.mark.slow
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]

@@ -1,0 +1,87 @@
+"""Accuracy of the default configuration on every labelled dataset of ../shared/data.
+
+Runs the pipeline with config/shared-data.yaml (one default configuration per mode, no
+per-dataset tuning: zero-shot), then writes benchmarks/results/accuracy.md: per dataset, matsam
+and each baseline, beside the MatSAM paper's SAM ViT-H and OTSU numbers (mean IoU over
+{background, foreground}, the official notebook's metric).
+
+    .venv/bin/python benchmarks/accuracy.py [--cores 2] [--skip-run]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "config" / "shared-data.yaml"
+OUT = REPO / "benchmarks" / "results" / "accuracy.md"
+# MatSAM paper (Li et al. 2024), mean IoU: SAM ViT-H with per-dataset settings, and its OTSU.
+PAPER = {"nbs2": (0.9116, 0.7516), "nbs3": (0.8167, 0.6678), "aza": (0.9578, 0.8853), "uhcs": (0.7584, 0.5370)}
+
+
+def run_pipeline(cores: int) -> float:
+    start = time.perf_counter()
+    cmd = [sys.executable, "-m", "snakemake", "--cores", str(cores), "--configfile", str(CONFIG),
+           "--keep-going", "--rerun-incomplete"]
+    subprocess.run(cmd, cwd=REPO, check=True)
+    return time.perf_counter() - start
+
+
+def report(results: Path, seconds: float | None) -> str:
+    summary = pd.read_csv(results / "summary.csv")
+    lines = ["# Accuracy on ../shared/data (default configuration, zero-shot)", "",
+             f"Machine: {platform.processor() or platform.machine()}, CPU, MobileSAM. "
+             + (f"Pipeline wall time: {seconds / 60:.1f} min." if seconds else ""), ""]
+    phase = summary[summary.miou.notna()]
+    if len(phase):
+        lines += ["## Phase datasets: mean IoU (bg, fg) | fg IoU | F1 | recall", "",
+                  "| dataset | images | method | mIoU | IoU | F1 | recall | paper SAM ViT-H | paper OTSU |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for _, row in phase.iterrows():
+            sam, otsu = PAPER.get(row.dataset, (None, None))
+            paper = (f"{sam:.4f}", f"{otsu:.4f}") if row.method == "matsam" and sam else ("", "")
+            lines.append(f"| {row.dataset} | {row.n_images} | {row.method} | {row.miou:.4f} | {row.iou:.4f} "
+                         f"| {row.f1:.4f} | {row.recall:.4f} | {paper[0]} | {paper[1]} |")
+    grain = summary[summary.ari.notna()]
+    if len(grain):
+        lines += ["", "## Grain datasets: adjusted Rand index | variation of information (bits)", "",
+                  "Regions of the boundary maps, predicted lines redrawn at the label's line width.", "",
+                  "| dataset | images | method | ARI | VI |", "|---|---|---|---|---|"]
+        for _, row in grain.iterrows():
+            lines.append(f"| {row.dataset} | {row.n_images} | {row.method} | {row.ari:.4f} | {row.vi:.3f} |")
+    worst = []
+    for dataset in summary.dataset.unique():
+        metrics = pd.read_csv(results / dataset / "metrics.csv")
+        ours = metrics[metrics.method == "matsam"]
+        key = "miou" if ours.miou.notna().any() else "ari"
+        worst.append(ours.sort_values(key).head(2).assign(metric=key))
+    lines += ["", "## Weakest images (matsam)", "", "| image | metric | value |", "|---|---|---|"]
+    for frame in worst:
+        for _, row in frame.iterrows():
+            lines.append(f"| {row.image} | {row.metric} | {row[row.metric]:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--skip-run", action="store_true", help="only tabulate existing results")
+    args = parser.parse_args()
+    seconds = None if args.skip_run else run_pipeline(args.cores)
+    results = REPO / yaml.safe_load(CONFIG.read_text())["results"]
+    text = report(results, seconds)
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
