@@ -32,6 +32,7 @@ import json
 import os
 import pstats
 import re
+import resource
 import subprocess
 import sys
 import time
@@ -84,15 +85,19 @@ def snakemake_cmd(folder: Path, config: Path, *args: str) -> list[str]:
             "--directory", str(folder), "--configfile", str(config), *args]
 
 
-def timed(cmd: list[str], out: Path, timeout: int) -> float:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+def timed(cmd: list[str], out: Path, timeout: int, **env: str) -> tuple[float, float]:
+    """(wall, CPU) seconds of a command; its output goes to `out`. CPU time (user + sys of the
+    child) is the number to compare on a busy machine: wall time grows with the load."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", **env}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     with out.open("w") as fh:
         proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=False, timeout=timeout, env=env)
     elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         sys.exit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{out.read_text()[-3000:]}")
-    return elapsed
+    return elapsed, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def count_jobs(text: str) -> int:
@@ -139,67 +144,78 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--size", type=int, default=32, help="px; matsam.io.read_image needs >= 16")
     parser.add_argument("--per-job", type=int, nargs="+", default=[1, 16], help="sam_images_per_job values")
+    parser.add_argument("--group-images", type=int, nargs="+", default=[8],
+                        help="MATSAM_SLURM_GROUP_IMAGES values for the profile's group-components")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/matsam-bench/dag_scale"))
     parser.add_argument("--sam-results", type=Path, default=Path("/tmp/matsam-bench/sam_jobs.json"),
                         help="JSON written by benchmarks/sam_jobs.py (optional)")
     parser.add_argument("--cprofile", action="store_true", help="profile the DAG build (profiled run)")
-    parser.add_argument("--timeout", type=int, default=1800)
+    parser.add_argument("--timeout", type=int, default=3600)
     args = parser.parse_args()
 
     work = args.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     data = make_images(work / f"data_{args.images}_{args.size}", args.images, args.size)
-    print(f"{args.images} images of {args.size}x{args.size} px in {data} ({time.perf_counter() - t0:.1f} s)")
-    print(f"load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; group size "
-          f"MATSAM_SLURM_GROUP_IMAGES={os.environ.get('MATSAM_SLURM_GROUP_IMAGES') or 'profile default'}")
+    print(f"{args.images} images of {args.size}x{args.size} px in {data} ({time.perf_counter() - t0:.1f} s); "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
 
     rows = []
     for per_job in args.per_job:
         folder = work / f"run_{args.images}_{per_job}"
         folder.mkdir(exist_ok=True)
         config = write_config(folder, data, per_job)
-        parse_s = timed(snakemake_cmd(folder, config, "--list-rules"), folder / "list_rules.txt", args.timeout)
-        plain_s = timed(snakemake_cmd(folder, config, "-n", "--cores", "2"), folder / "dry_plain.txt", args.timeout)
-        prof_s = timed(snakemake_cmd(folder, config, "-n", "--profile", str(PROFILE)), folder / "dry_slurm.txt",
-                       args.timeout)
+        parse = timed(snakemake_cmd(folder, config, "--list-rules"), folder / "list_rules.txt", args.timeout)
+        plain = timed(snakemake_cmd(folder, config, "-n", "--cores", "2"), folder / "dry_plain.txt", args.timeout)
         jobs = count_jobs((folder / "dry_plain.txt").read_text())
-        slurm_text = (folder / "dry_slurm.txt").read_text()
-        if count_jobs(slurm_text) != jobs:
-            sys.exit("the profile changed the number of jobs")
-        submissions, detail = count_submissions(slurm_text)
-        rows.append({"per_job": per_job, "jobs": jobs, "submissions": submissions, "detail": detail,
-                     "parse_s": parse_s, "dry_plain_s": plain_s, "dry_slurm_s": prof_s})
+        for group in args.group_images:
+            out = folder / f"dry_slurm_g{group}.txt"
+            slurm = timed(snakemake_cmd(folder, config, "-n", "--profile", str(PROFILE)), out, args.timeout,
+                          MATSAM_SLURM_GROUP_IMAGES=str(group))
+            text = out.read_text()
+            if count_jobs(text) != jobs:
+                sys.exit("the profile changed the number of jobs")
+            submissions, detail = count_submissions(text)
+            rows.append({"per_job": per_job, "group_images": group, "jobs": jobs, "submissions": submissions,
+                         "detail": detail, "parse_s": parse, "dry_plain_s": plain, "dry_slurm_s": slurm})
+            print(f"  sam_images_per_job={per_job} group={group}: {jobs} jobs, {submissions} sbatch, -n plain "
+                  f"{plain[0]:.0f} s (CPU {plain[1]:.0f} s), -n slurm {slurm[0]:.0f} s (CPU {slurm[1]:.0f} s)",
+                  flush=True)
 
-    print(f"\n{'sam_images_per_job':>18} {'jobs':>7} {'sbatch':>7} {'jobs/sbatch':>11} "
-          f"{'-n plain':>9} {'-n slurm':>9} {'parse':>7}   submissions")
+    print(f"\n{args.images} images; times are wall / CPU seconds (load average now "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
+    print(f"{'images/SAM job':>14} {'images/group':>12} {'jobs':>7} {'sbatch':>7} {'jobs/sbatch':>11} "
+          f"{'-n plain':>13} {'-n --profile slurm':>18} {'parse':>11}   sbatch by kind")
     for r in rows:
-        print(f"{r['per_job']:>18} {r['jobs']:>7} {r['submissions']:>7} {r['jobs'] / r['submissions']:>10.1f}x "
-              f"{r['dry_plain_s']:>8.1f}s {r['dry_slurm_s']:>8.1f}s {r['parse_s']:>6.1f}s   "
-              + ", ".join(f"{k} {v}" for k, v in r["detail"].items()))
-    print("(-n: wall time of `snakemake -n` incl. start-up and writing its output; parse: `snakemake "
-          "--list-rules`, the start-up every cluster job pays again)")
+        fmt = lambda t: f"{t[0]:.0f}/{t[1]:.0f}"  # noqa: E731
+        print(f"{r['per_job']:>14} {r['group_images']:>12} {r['jobs']:>7} {r['submissions']:>7} "
+              f"{r['jobs'] / r['submissions']:>10.1f}x {fmt(r['dry_plain_s']):>13} {fmt(r['dry_slurm_s']):>18} "
+              f"{fmt(r['parse_s']):>11}   " + ", ".join(f"{k} {v}" for k, v in r["detail"].items()))
+    print("-n: `snakemake -n` incl. start-up and writing its whole output; parse: `snakemake --list-rules`, "
+          "the start-up (workflow + catalogue) that every Slurm job pays again, once per grouped job")
 
     if args.sam_results.is_file():
         sam = json.loads(args.sam_results.read_text())
-        print(f"\nscheduler-side overhead from {args.sam_results} ({sam['images']} images, {sam['crops']} crops):")
+        print(f"\nscheduler-side overhead, from {args.sam_results} ({sam['images']} images, {sam['crops']} crops):")
         for run in sam["runs"]:
             if run.get("slurm_s") is None:
                 continue
             extra = run["slurm_s"] - run["local_s"]
-            print(f"  sam_images_per_job={run['per_job']:>3}: Slurm {run['slurm_s']:.1f} s - local "
-                  f"{run['local_s']:.1f} s = {extra:.1f} s, {extra / sam['images']:.2f} s per image")
+            print(f"  SAM stage, sam_images_per_job={run['per_job']:>3}: Slurm {run['slurm_s']:.1f} s - local "
+                  f"{run['local_s']:.1f} s = {extra:.1f} s = {extra / sam['images']:.2f} s per image")
         if sam.get("cpu_stage"):
             c = sam["cpu_stage"]
             extra = c["slurm_s"] - c["local_s"]
-            print(f"  CPU steps (grouped): Slurm {c['slurm_s']:.1f} s - local {c['local_s']:.1f} s = {extra:.1f} s, "
-                  f"{extra / sam['images']:.2f} s per image")
+            print(f"  pre-SAM CPU steps (grouped): Slurm {c['slurm_s']:.1f} s - local {c['local_s']:.1f} s = "
+                  f"{extra:.1f} s = {extra / sam['images']:.2f} s per image")
     (work / f"dag_scale_{args.images}.json").write_text(json.dumps(rows, indent=1))
 
     if args.cprofile:
         per_job = args.per_job[-1]
         folder = work / f"run_{args.images}_{per_job}"
-        print(f"\ncProfile of `snakemake -n --profile profiles/slurm` (sam_images_per_job={per_job}):")
+        os.environ["MATSAM_SLURM_GROUP_IMAGES"] = str(args.group_images[-1])
+        print(f"\ncProfile of `snakemake -n --profile profiles/slurm` (sam_images_per_job={per_job}, "
+              f"group {args.group_images[-1]}):")
         print(cprofile_dry_run(folder, folder / f"config_{per_job}.yaml", 25))
 
 
