@@ -11,7 +11,11 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The sample configuration, unless --configfile names another one (which then replaces it
+# instead of being merged into it).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 include: "rules/common.smk"
@@ -26,6 +30,6 @@ include: "rules/stacks.smk"
 
 
 rule all:
+    default_target: True
     input:
         final_outputs(),
-    default_target: True

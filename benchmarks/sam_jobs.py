@@ -238,7 +238,11 @@ def main() -> None:
                 copy_prepared(base_for(n), folder)
                 write_config(folder, dataset_of(n), per_job)
                 todo = planned(folder, "--until", "segment_crops")
-                assert set(todo) == {"segment_crops"}, f"more than SAM jobs left to do: {todo}"
+                if set(todo) != {"segment_crops"}:  # the code changed since the set-up (other edits)
+                    print(f"    pre-SAM jobs to redo first (untimed): {todo}", flush=True)
+                    snakemake(folder, "--until", "make_prompts", timeout=args.timeout)
+                    todo = planned(folder, "--until", "segment_crops")
+                    assert set(todo) == {"segment_crops"}, f"more than SAM jobs left to do: {todo}"
                 wall = snakemake(folder, "--until", "segment_crops", timeout=args.timeout, slurm=mode == "slurm")
                 identical = same_masks(masks_of(folder / "results" / "_work" / DATASET / "sam"), reference)
                 results.append({"mode": mode, "per_job": per_job, "images": n, "sam_jobs": todo["segment_crops"],

@@ -167,4 +167,16 @@ def merge_phase(cands: list[Candidate], phase_side: np.ndarray, cfg: MergeConfig
     height, width = phase_side.shape
     chosen = [c for c in cands if phase_fraction(c, phase_side) >= cfg.phase_min_fraction]
     labels = drop_small_pieces(paint(chosen, height, width), cfg.min_object_area)
+    if cfg.keep_missed_regions:
+        labels = add_missed_regions(labels, phase_side, cfg.min_object_area)
     return labels.astype(np.uint32), (labels > 0).astype(np.uint8)
+
+
+def add_missed_regions(labels: np.ndarray, phase_side: np.ndarray, min_area: int) -> np.ndarray:
+    """Add the phase-side regions (8-connected) that no object overlaps, as new objects."""
+    n, regions = cv2.connectedComponents(phase_side.astype(np.uint8), connectivity=8)
+    missed = np.bincount(regions.ravel(), minlength=n) >= min_area
+    missed[0] = False
+    missed[np.unique(regions[labels > 0])] = False
+    ids = np.cumsum(missed) * missed + labels.max()
+    return np.where(missed[regions], ids[regions], labels).astype(np.int32)

@@ -7,9 +7,9 @@ rule aggregate_dataset:
         summary=f"{RESULTS}/{{dataset}}/summary.csv",
     log:
         f"{LOGS}/aggregate_dataset/{{dataset}}.log",
+    localrule: True
     conda:
         CONDA_ENV
-    localrule: True
     script:
         STEP
 
@@ -19,12 +19,12 @@ rule aggregate_all:
         metrics=expand(f"{RESULTS}/{{dataset}}/metrics.csv", dataset=DATASETS),
     output:
         summary=f"{RESULTS}/summary.csv",
-    params:
-        datasets=list(DATASETS),
     log:
         f"{LOGS}/aggregate_all.log",
+    localrule: True
     conda:
         CONDA_ENV
-    localrule: True
+    params:
+        datasets=list(DATASETS),
     script:
         STEP

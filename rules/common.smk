@@ -5,10 +5,10 @@ from snakemake.utils import validate
 from matsam.config import ConfigError
 from matsam.workflow import SCHEMA, check_config, load_catalog, load_stacks
 
-
 try:
-    check_config(config)  # one-line messages for structural errors ...
-    validate(config, str(SCHEMA))  # ... and Snakemake's validation fills in the defaults
+    # One-line messages for structural errors first; Snakemake's validation fills in defaults.
+    check_config(config)
+    validate(config, str(SCHEMA))
     DATASETS = load_catalog(config)
 except ConfigError as error:
     raise WorkflowError(f"invalid configuration: {error}")
@@ -60,7 +60,10 @@ def shard_inputs(kind):
 
     def files(wildcards):
         dataset = DATASETS[wildcards.dataset]
-        return [f"{WORK}/{dataset.name}/{image}/{kind}" for image in dataset.shards[wildcards.shard]]
+        return [
+            f"{WORK}/{dataset.name}/{image}/{kind}"
+            for image in dataset.shards[wildcards.shard]
+        ]
 
     return files
 
@@ -131,13 +134,25 @@ def final_outputs():
     for name, dataset in DATASETS.items():
         for image in dataset.images:
             folder = f"{RESULTS}/{name}/{image}"
-            outputs += [f"{folder}/overlay.png", f"{folder}/objects.csv", f"{folder}/{dataset.map_name}.png"]
+            outputs += [
+                f"{folder}/overlay.png",
+                f"{folder}/objects.csv",
+                f"{folder}/{dataset.map_name}.png",
+            ]
     outputs += stack_outputs()
     return outputs
 
 
 def stack_outputs():
-    names = ["labels3d.h5", "grains3d.csv", "summary.csv", "shifts.json", "ortho_xy.png", "ortho_xz.png", "ortho_yz.png"]
+    names = [
+        "labels3d.h5",
+        "grains3d.csv",
+        "summary.csv",
+        "shifts.json",
+        "ortho_xy.png",
+        "ortho_xz.png",
+        "ortho_yz.png",
+    ]
     return [f"{RESULTS}/{stack}/{name}" for stack in STACKS for name in names]
 
 
@@ -149,7 +164,9 @@ def stack_slice_files(kind):
         stack = STACKS[wildcards.stack]
         name = stack.dataset.name
         if kind == "grey":
-            return [f"{WORK}/{name}/{image}/image.png" for image in stack.dataset.images]
+            return [
+                f"{WORK}/{name}/{image}/image.png" for image in stack.dataset.images
+            ]
         if (kind == "labels") != (stack.mode == "grain"):
             return []
         file = "labels.tif" if kind == "labels" else f"{stack.dataset.map_name}.png"

@@ -9,9 +9,6 @@ rule evaluate_image:
         prompts=rules.make_prompts.output.prompts,
     output:
         metrics=f"{WORK}/{{dataset}}/{{image}}/metrics.csv",
-    params:
-        cfg=stage_params("prompts"),
-        baselines=dataset_baselines,
     log:
         f"{LOGS}/evaluate_image/{{dataset}}/{{image}}.log",
     conda:
@@ -19,5 +16,8 @@ rule evaluate_image:
     resources:
         mem_mb=cpu_mem_mb,
         runtime=20,
+    params:
+        cfg=stage_params("prompts"),
+        baselines=dataset_baselines,
     script:
         STEP

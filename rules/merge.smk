@@ -10,17 +10,17 @@ rule merge_grain_masks:
     output:
         labels=f"{RESULTS}/{{dataset}}/{{image}}/labels.tif",
         map=f"{RESULTS}/{{dataset}}/{{image}}/boundaries.png",
-    params:
-        cfg=stage_params("prompts", "merge"),
     log:
         f"{LOGS}/merge_masks/{{dataset}}/{{image}}.log",
-    conda:
-        CONDA_ENV
     wildcard_constraints:
         dataset=datasets_of_mode("grain"),
+    conda:
+        CONDA_ENV
     resources:
         mem_mb=cpu_mem_mb,
         runtime=20,
+    params:
+        cfg=stage_params("prompts", "merge"),
     script:
         STEP
 
@@ -40,8 +40,6 @@ rule draw_overlay:
         map=map_file,
     output:
         overlay=f"{RESULTS}/{{dataset}}/{{image}}/overlay.png",
-    params:
-        cfg=stage_params(),
     log:
         f"{LOGS}/draw_overlay/{{dataset}}/{{image}}.log",
     conda:
@@ -49,5 +47,7 @@ rule draw_overlay:
     resources:
         mem_mb=cpu_mem_mb,
         runtime=10,
+    params:
+        cfg=stage_params(),
     script:
         STEP

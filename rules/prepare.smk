@@ -3,8 +3,6 @@ rule prepare_image:
         image=raw_image,
     output:
         image=f"{WORK}/{{dataset}}/{{image}}/image.png",
-    params:
-        cfg=stage_params("read"),
     log:
         f"{LOGS}/prepare_image/{{dataset}}/{{image}}.log",
     conda:
@@ -12,6 +10,8 @@ rule prepare_image:
     resources:
         mem_mb=1000,
         runtime=10,
+    params:
+        cfg=stage_params("read"),
     script:
         STEP
 
@@ -21,12 +21,12 @@ rule plan_crops:
         image=rules.prepare_image.output.image,
     output:
         crops=f"{WORK}/{{dataset}}/{{image}}/crops.json",
-    params:
-        cfg=stage_params("crops"),
     log:
         f"{LOGS}/plan_crops/{{dataset}}/{{image}}.log",
+    localrule: True
     conda:
         CONDA_ENV
-    localrule: True
+    params:
+        cfg=stage_params("crops"),
     script:
         STEP

@@ -4,8 +4,6 @@ rule make_prompts:
         crops=rules.plan_crops.output.crops,
     output:
         prompts=f"{WORK}/{{dataset}}/{{image}}/prompts.npz",
-    params:
-        cfg=stage_params("prompts"),
     log:
         f"{LOGS}/make_prompts/{{dataset}}/{{image}}.log",
     conda:
@@ -13,5 +11,7 @@ rule make_prompts:
     resources:
         mem_mb=cpu_mem_mb,
         runtime=10,
+    params:
+        cfg=stage_params("prompts"),
     script:
         STEP

@@ -7,8 +7,6 @@ rule quantify_objects:
     output:
         objects=f"{RESULTS}/{{dataset}}/{{image}}/objects.csv",
         summary=f"{WORK}/{{dataset}}/{{image}}/summary.json",
-    params:
-        cfg=stage_params("quantify"),
     log:
         f"{LOGS}/quantify_objects/{{dataset}}/{{image}}.log",
     conda:
@@ -16,5 +14,7 @@ rule quantify_objects:
     resources:
         mem_mb=cpu_mem_mb,
         runtime=10,
+    params:
+        cfg=stage_params("quantify"),
     script:
         STEP

@@ -10,18 +10,18 @@ rule segment_crops:
         prompts=shard_inputs("prompts.npz"),
     output:
         masks=directory(f"{WORK}/{{dataset}}/sam/{{shard}}"),
-    params:
-        cfg=stage_params("read", "sam"),
     log:
         f"{LOGS}/segment_crops/{{dataset}}/{{shard}}.log",
-    conda:
-        CONDA_ENV
     benchmark:
         f"{LOGS}/segment_crops/{{dataset}}/{{shard}}.benchmark.tsv"
+    conda:
+        CONDA_ENV
     threads: config["sam_threads"]
     resources:
         gpu=sam_gpus,
         mem_mb=sam_mem_mb,
         runtime=sam_runtime,
+    params:
+        cfg=stage_params("read", "sam"),
     script:
         STEP

@@ -16,18 +16,18 @@ rule link_stack:
         ortho_xy=f"{RESULTS}/{{stack}}/ortho_xy.png",
         ortho_xz=f"{RESULTS}/{{stack}}/ortho_xz.png",
         ortho_yz=f"{RESULTS}/{{stack}}/ortho_yz.png",
-    params:
-        settings=stack_params,
     log:
         f"{LOGS}/link_stack/{{stack}}.log",
     benchmark:
         f"{LOGS}/link_stack/{{stack}}.benchmark.tsv"
-    conda:
-        CONDA_ENV
     wildcard_constraints:
         stack="|".join(STACKS) or "(?!)",
+    conda:
+        CONDA_ENV
     resources:
         mem_mb=stack_mem_mb,
         runtime=stack_runtime,
+    params:
+        settings=stack_params,
     script:
         STEP

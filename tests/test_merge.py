@@ -87,3 +87,14 @@ def test_phase_merge_keeps_only_objects_on_the_phase_side():
     labels, phase = merge_phase([dark, bright], side, MergeConfig(phase_min_fraction=0.5))
     assert phase[0:20, 0:20].all() and not phase[30:, 30:].any()
     assert labels.max() == 1
+
+
+def test_phase_regions_no_mask_touched_are_kept():
+    side = np.zeros((60, 60), bool)
+    side[0:20, 0:20] = True  # found by SAM
+    side[40:50, 40:50] = True  # missed by SAM
+    side[30:32, 5:7] = True  # missed but below the size floor
+    labels, phase = merge_phase([square(0, 0, 20)], side, MergeConfig(min_object_area=16))
+    assert labels.max() == 2 and phase[40:50, 40:50].all() and not phase[30:32, 5:7].any()
+    off, _ = merge_phase([square(0, 0, 20)], side, MergeConfig(min_object_area=16, keep_missed_regions=False))
+    assert off.max() == 1
