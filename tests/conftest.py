@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -27,3 +28,14 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"{SHARED_DATA} is absent: the shared labelled micrographs are read from there")
     return SHARED_DATA
+
+
+def parse_dry_run(stdout: str) -> list[tuple[str, dict[str, str]]]:
+    """(rule, wildcards) of every job in the output of `snakemake -n`."""
+    jobs: list[tuple[str, dict[str, str]]] = []
+    for line in stdout.splitlines():
+        if m := re.match(r"^(?:local)?rule (\w+):", line):
+            jobs.append((m.group(1), {}))
+        elif m := re.match(r"^\s+wildcards: (.*)", line):
+            jobs[-1] = (jobs[-1][0], dict(kv.split("=", 1) for kv in m.group(1).split(", ")))
+    return jobs

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 import tifffile
 import yaml
-from conftest import REPO
+from conftest import REPO, parse_dry_run
 from skimage.segmentation import find_boundaries
 from sklearn.metrics import adjusted_rand_score
 from synthetic3d import grey_stack, perturb_labels2d, shifted_crops, voronoi_volume
@@ -59,14 +59,7 @@ def planned_jobs(folder: Path, config: str = "config.yaml") -> list[tuple[str, d
     """(rule, wildcards) of every job a dry run would execute."""
     out = snakemake(folder, "-n", "--cores", "1", config=config)
     assert out.returncode == 0, out.stderr[-2000:]
-    jobs, rule = [], None
-    for line in out.stdout.splitlines():
-        if m := re.match(r"^(?:local)?rule (\w+):", line):
-            rule = m.group(1)
-            jobs.append((rule, {}))
-        elif m := re.match(r"^\s+wildcards: (.*)", line):
-            jobs[-1] = (rule, dict(kv.split("=", 1) for kv in m.group(1).split(", ")))
-    return jobs
+    return parse_dry_run(out.stdout)
 
 
 def synthetic_stack(seed: int = 3) -> tuple[np.ndarray, np.ndarray]:

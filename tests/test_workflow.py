@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ import pandas as pd
 import pytest
 import tifffile
 import yaml
-from conftest import REPO
+from conftest import REPO, parse_dry_run
 from synthetic import voronoi_micrograph, write_disc_dataset
 
 pytestmark = pytest.mark.slow
@@ -97,14 +96,7 @@ def planned_jobs(folder: Path) -> list[tuple[str, dict[str, str]]]:
     """(rule, wildcards) of every job a dry run would execute."""
     out = snakemake(folder, "-n", "--cores", "1")
     assert out.returncode == 0, out.stderr[-2000:]
-    jobs, rule = [], None
-    for line in out.stdout.splitlines():
-        if m := re.match(r"^(?:local)?rule (\w+):", line):
-            rule = m.group(1)
-            jobs.append((rule, {}))
-        elif m := re.match(r"^\s+wildcards: (.*)", line):
-            jobs[-1] = (rule, dict(kv.split("=", 1) for kv in m.group(1).split(", ")))
-    return jobs
+    return parse_dry_run(out.stdout)
 
 
 def test_a_changed_image_reruns_only_its_own_chain(pipeline_run):
