@@ -196,18 +196,20 @@ def main() -> None:
 
     if args.sam_results.is_file():
         sam = json.loads(args.sam_results.read_text())
-        print(f"\nscheduler-side overhead, from {args.sam_results} ({sam['images']} images, {sam['crops']} crops):")
-        for run in sam["runs"]:
-            if run.get("slurm_s") is None:
+        print(f"\nscheduler-side overhead per image, from {args.sam_results} (Slurm minus local wall time):")
+        runs = {(r["mode"], r["per_job"]): r for r in sam["runs"]}
+        for (mode, per_job), slurm in sorted(runs.items()):
+            local = runs.get(("local", per_job))
+            if mode != "slurm" or local is None:
                 continue
-            extra = run["slurm_s"] - run["local_s"]
-            print(f"  SAM stage, sam_images_per_job={run['per_job']:>3}: Slurm {run['slurm_s']:.1f} s - local "
-                  f"{run['local_s']:.1f} s = {extra:.1f} s = {extra / sam['images']:.2f} s per image")
-        if sam.get("cpu_stage"):
-            c = sam["cpu_stage"]
-            extra = c["slurm_s"] - c["local_s"]
-            print(f"  pre-SAM CPU steps (grouped): Slurm {c['slurm_s']:.1f} s - local {c['local_s']:.1f} s = "
-                  f"{extra:.1f} s = {extra / sam['images']:.2f} s per image")
+            extra = slurm["wall_s"] / slurm["images"] - local["wall_s"] / local["images"]
+            print(f"  SAM stage, sam_images_per_job={per_job:>3}: Slurm {slurm['wall_s']:.0f} s / {slurm['images']} "
+                  f"images, local {local['wall_s']:.0f} s / {local['images']} images: {extra:+.1f} s per image")
+        cpu = sam.get("cpu_stage") or {}
+        if "slurm_s" in cpu:
+            extra = (cpu["slurm_s"] - cpu["local_s"]) / cpu["images"]
+            print(f"  pre-SAM CPU steps (grouped): Slurm {cpu['slurm_s']:.0f} s, local {cpu['local_s']:.0f} s, "
+                  f"{cpu['images']} images: {extra:+.1f} s per image")
     (work / f"dag_scale_{args.images}.json").write_text(json.dumps(rows, indent=1))
 
     if args.cprofile:

@@ -84,6 +84,9 @@ class SamConfig:
     min_mask_area: int = 8
     # Masks larger than this fraction of the crop are background or several objects merged.
     max_mask_fraction: float = 0.25
+    # Which of SAM's three masks per point: "best" predicted IoU (SAM, MatSAM) or the "smallest"
+    # one that passes the filters.
+    multimask_choice: Literal["best", "smallest"] = "best"
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,10 @@ class MergeConfig:
     # Grain mode: unlabelled regions wider than this (px radius) become grains of their own
     # instead of being split among their neighbours.
     gap_grain_radius: int = 3
+    # Grain mode: unlabelled areas (no prompt gave an acceptable mask there) are split into the
+    # grains of the classic colour-gradient watershed ("watershed"), or each stays one grain
+    # ("whole").
+    gap_grains: Literal["watershed", "whole"] = "watershed"
     # Phase mode: an object belongs to the phase when at least this fraction of its pixels lies
     # on the phase side of the pre-segmentation threshold.
     phase_min_fraction: float = 0.5

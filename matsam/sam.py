@@ -130,16 +130,21 @@ class Segmenter:
                 dense_prompt_embeddings=dense, multimask_output=True,
             )
             logits = logits[:, :, :valid_h, :valid_w]
-            # Best of the three masks by predicted IoU, among those small enough to be one object:
-            # for a point in a grain, "the whole micrograph" is often SAM's most confident answer.
+            # Among the masks small enough to be one object (for a point in a grain, "the whole
+            # micrograph" is often SAM's most confident answer), keep the best-scoring one, or
+            # the smallest one that passes the filters ("smallest": grains, not grain clusters).
             fraction = (logits > 0).float().mean(dim=(-1, -2))
-            ranked = torch.where(fraction <= cfg.max_mask_fraction, iou, iou - 10.0)
+            stability = stability_score(logits, cfg.stability_score_offset)
+            ok = (fraction <= cfg.max_mask_fraction) & (iou >= cfg.pred_iou_thresh) & (
+                stability >= cfg.stability_score_thresh)
+            if cfg.multimask_choice == "smallest":
+                ranked = torch.where(ok, -fraction, -10.0 - fraction)
+            else:
+                ranked = torch.where(fraction <= cfg.max_mask_fraction, iou, iou - 10.0)
             best = ranked.argmax(dim=1)
             rows_t = torch.arange(len(batch), device=self.device)
-            logits = logits[rows_t, best]
-            score = ranked[rows_t, best]
-            stability = stability_score(logits, cfg.stability_score_offset)
-            ok = (score >= cfg.pred_iou_thresh) & (stability >= cfg.stability_score_thresh)
+            logits, score, stability = logits[rows_t, best], iou[rows_t, best], stability[rows_t, best]
+            ok = ok[rows_t, best]
             if not ok.any():
                 continue
             masks = F.interpolate(logits[ok][:, None], (h, w), mode="bilinear", align_corners=False)[:, 0] > 0

@@ -90,7 +90,7 @@ def merge_masks(image: PathLike, crops_file: PathLike, prompts_file: PathLike, m
     crop_masks = [CropMasks.from_arrays(io.read_npz(mask_file(masks_dir, name, c.index))) for c in crops]
     cands = cross_crop_nms(candidates(crops, crop_masks, height, width, cfg.merge), cfg.merge.crop_nms_thresh)
     if cfg.mode == "grain":
-        labels, mask = merge_grains(cands, gray, cfg.merge)
+        labels, mask = merge_grains(cands, rgb, cfg.merge)
     else:
         pre = io.read_npz(prompts_file)
         side = phase_side(gray, float(pre["threshold"]), str(pre["foreground"]), cfg)

@@ -5,6 +5,7 @@ from matsam.config import MergeConfig
 from matsam.crops import Crop
 from matsam.merge import (
     Candidate,
+    add_watershed_grains,
     boundary_map,
     cross_crop_nms,
     fill_gaps,
@@ -13,7 +14,7 @@ from matsam.merge import (
     paint,
     touches_inner_edge,
 )
-from matsam.metrics import regions_from_boundaries
+from matsam.metrics import adjusted_rand_index, regions_from_boundaries
 
 
 def square(x0, y0, size, crop_area=100 * 100, score=0.9):
@@ -56,13 +57,36 @@ def test_grain_merge_tiles_the_image_and_boundaries_reproduce_the_grains():
     image, _ = voronoi_micrograph(seed=2, size=96, n_grains=8)
     gray = image[..., 0]
     cands = [square(0, 0, 40), square(50, 0, 40), square(0, 50, 40), square(60, 60, 3)]
-    labels, boundaries = merge_grains(cands, gray, MergeConfig(min_object_area=16, gap_grain_radius=3))
+    labels, boundaries = merge_grains(cands, gray, MergeConfig(min_object_area=16, gap_grain_radius=3,
+                                                               gap_grains="whole"))
     assert labels.dtype == np.uint32 and (labels > 0).all()
     assert labels[80, 80] not in (labels[5, 5], labels[5, 60], labels[60, 5])  # the wide gap is a grain
     regions = regions_from_boundaries(boundaries.astype(bool))
     assert regions.max() == labels.max()
     for region in range(1, regions.max() + 1):
         assert len(np.unique(labels[regions == region])) == 1
+
+
+def test_watershed_grains_split_the_area_sam_left_unlabelled():
+    image, boundary = voronoi_micrograph(seed=3, size=128, n_grains=12)
+    truth = regions_from_boundaries(boundary)
+    labels = np.zeros(truth.shape, np.int32)
+    labels[truth == truth[64, 64]] = 1  # SAM found one grain
+    filled = add_watershed_grains(labels, image)
+    assert (filled[labels == 1] == 1).all()
+    gap = (labels == 0) & (truth > 0)
+    assert len(np.unique(filled[gap & (filled > 0)])) >= 8
+    whole = labels.copy()
+    whole[gap] = 2  # what "gap_grains: whole" starts from
+    inside = truth > 0
+    assert adjusted_rand_index(truth, filled, inside) > 0.9 > adjusted_rand_index(truth, whole, inside)
+
+
+def test_merge_with_watershed_gap_grains_tiles_the_image():
+    image, _ = voronoi_micrograph(seed=2, size=96, n_grains=8)
+    labels, boundaries = merge_grains([square(0, 0, 40)], image, MergeConfig(min_object_area=16))
+    assert (labels > 0).all() and labels.max() >= 6
+    assert regions_from_boundaries(boundaries.astype(bool)).max() == labels.max()
 
 
 def test_fill_gaps_gives_thin_gaps_to_neighbours():

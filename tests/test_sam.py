@@ -1,5 +1,7 @@
 """The real MobileSAM on small synthetic images (no downloads: weights come from setup-env)."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -72,3 +74,19 @@ def test_a_missing_checkpoint_for_vit_h_is_a_clear_error():
         checkpoint_for(SamConfig(model="vit_h"))
     with pytest.raises(FileNotFoundError, match="nowhere.pth"):
         checkpoint_for(SamConfig(model="vit_h", checkpoint="/nowhere.pth"))
+
+
+def test_smallest_choice_keeps_the_inner_object_of_nested_ones(segmenter):
+    yy, xx = np.mgrid[:128, :128]
+    disc = (yy - 64) ** 2 + (xx - 64) ** 2 < 12**2
+    square = (abs(yy - 64) < 34) & (abs(xx - 64) < 34)
+    grey = np.where(disc, 40, np.where(square, 120, 210)).astype(np.uint8)
+    image = np.repeat(grey[..., None], 3, axis=2)
+    point = np.array([[64.0, 64.0]], np.float32)
+    loose = SamConfig(pred_iou_thresh=0.5, stability_score_thresh=0.5, max_mask_fraction=0.9)
+    small = segmenter.segment(image, point, dataclasses.replace(loose, multimask_choice="smallest"))
+    best = segmenter.segment(image, point, loose)
+    assert len(small) == 1 and len(best) == 1
+    m = small.mask(0)
+    assert (m & disc).sum() / (m | disc).sum() > 0.8
+    assert small.areas[0] <= best.areas[0]

@@ -133,8 +133,9 @@ def sacct(jobids: list[str], timeout: float = 90) -> dict[str, dict[str, str]]:
 
 
 def cancel_leftovers() -> None:
-    out = subprocess.run(["squeue", "-h", "-o", "%i %j"], capture_output=True, text=True, check=False, timeout=60).stdout
-    ours = [line.split()[0] for line in out.splitlines() if len(line.split()) == 2 and line.split()[1].startswith(PREFIX)]
+    out = subprocess.run(["squeue", "-h", "-o", "%i %j"], capture_output=True, text=True, check=False,
+                         timeout=60).stdout
+    ours = [f[0] for f in (line.split() for line in out.splitlines()) if len(f) == 2 and f[1].startswith(PREFIX)]
     if ours:
         subprocess.run(["scancel", *ours], capture_output=True, check=False, timeout=60)
 
@@ -158,6 +159,7 @@ def runs(tmp_path_factory, mobile_sam_weights):
         local = start(local_dir, slurm=False)
         first = finish(start(slurm_dir, slurm=True))
         finish(local)
+        shutil.copytree(slurm_dir / "results", slurm_dir / "results_first", ignore=shutil.ignore_patterns("_*"))
         before = {p: p.stat().st_mtime_ns for p in (slurm_dir / "results").rglob("*") if p.is_file()}
         changed = slurm_dir / "discs" / "images" / "disc_1.png"
         image = cv2.imread(str(changed))
@@ -181,17 +183,17 @@ def test_every_remote_job_ran_through_sbatch(runs):
     log = runs["first"]
     jobs = scheduled_jobs(log)
     remote = {(rule, wc) for rule, wc, local in jobs if rule not in LOCAL_RULES}
-    assert {rule for rule, _ in remote} >= {"prepare_image", "plan_crops", "make_prompts", "segment_crops",
-                                            "merge_phase_masks", "draw_overlay", "quantify_objects",
-                                            "evaluate_image"}
+    per_image = {"prepare_image", "plan_crops", "make_prompts", "segment_crops", "merge_phase_masks",
+                 "draw_overlay", "quantify_objects", "evaluate_image"}
+    assert {rule for rule, _ in remote} == per_image and len(remote) == len(per_image) * len(IMAGES), remote
     assert not [(r, wc) for r, wc, local in jobs if local and r not in LOCAL_RULES], "remote rules run locally"
     submitted = submissions(log)
     assert submitted, log[-3000:]
     assert executed_in_slurm(submitted.values()) >= remote
     records = sacct(list(submitted))
     assert {r["State"] for r in records.values()} == {"COMPLETED"}, records
-    assert {r["JobName"] for r in records.values()} == {r["JobName"] for r in records.values() if
-                                                        r["JobName"].startswith(PREFIX)}
+    names = {r["JobName"] for r in records.values()}  # <prefix>_<run uuid>: one run, ours
+    assert len(names) == 1 and names.pop().startswith(f"{PREFIX}_"), records
 
 
 def test_only_sam_jobs_get_the_gpu_and_cpu_jobs_are_grouped(runs):
@@ -212,16 +214,15 @@ def test_only_sam_jobs_get_the_gpu_and_cpu_jobs_are_grouped(runs):
 
 
 def test_outputs_equal_a_local_run(runs):
-    # compared with the first Slurm run: disc_1 changed afterwards
-    slurm, local = runs["slurm"] / "results" / "discs", runs["local"] / "results" / "discs"
-    for image in ("disc_0", "disc_2"):
-        assert np.array_equal(tifffile.imread(slurm / image / "labels.tif"), tifffile.imread(local / image / "labels.tif"))
-        assert np.array_equal(cv2.imread(str(slurm / image / "phase.png"), cv2.IMREAD_UNCHANGED),
-                              cv2.imread(str(local / image / "phase.png"), cv2.IMREAD_UNCHANGED))
-        pd.testing.assert_frame_equal(pd.read_csv(slurm / image / "objects.csv"),
-                                      pd.read_csv(local / image / "objects.csv"), rtol=1e-6)
-    rows = lambda folder: pd.read_csv(folder / "metrics.csv").query("image != 'disc_1'").reset_index(drop=True)
-    pd.testing.assert_frame_equal(rows(slurm), rows(local), rtol=1e-6)
+    slurm, local = runs["slurm"] / "results_first", runs["local"] / "results"  # before disc_1 changed
+    for image in IMAGES:
+        a, b = slurm / "discs" / image, local / "discs" / image
+        assert np.array_equal(tifffile.imread(a / "labels.tif"), tifffile.imread(b / "labels.tif")), image
+        assert np.array_equal(cv2.imread(str(a / "phase.png"), cv2.IMREAD_UNCHANGED),
+                              cv2.imread(str(b / "phase.png"), cv2.IMREAD_UNCHANGED)), image
+        pd.testing.assert_frame_equal(pd.read_csv(a / "objects.csv"), pd.read_csv(b / "objects.csv"), rtol=1e-9)
+    for table in ("discs/metrics.csv", "discs/summary.csv", "summary.csv"):
+        pd.testing.assert_frame_equal(pd.read_csv(slurm / table), pd.read_csv(local / table), rtol=1e-9)
 
 
 def test_a_changed_image_resubmits_only_its_own_jobs(runs):
