@@ -110,6 +110,14 @@ class MergeConfig:
     # Phase mode: keep phase regions of the pre-segmentation that no SAM object touches (no
     # prompt reached them, or SAM's mask was rejected) as objects of their own.
     keep_missed_regions: bool = True
+    # Phase mode: intensity classes including the matrix. 2 = one phase of interest (a 0/1
+    # phase.png); more splits the image by multi-level Otsu and phase.png holds class ids.
+    n_phases: int = 2
+
+    def __post_init__(self) -> None:
+        if isinstance(self.n_phases, bool) or not isinstance(self.n_phases, int) or self.n_phases < 2:
+            raise ConfigError(f"n_phases must be an integer >= 2 (the matrix and at least one phase), "
+                              f"got {self.n_phases!r}")
 
 
 @dataclass(frozen=True)
@@ -155,7 +163,10 @@ def build(cls: type[T], values: Mapping[str, Any] | None, where: str = "") -> T:
     for key, value in values.items():
         if isinstance(value, list):
             values[key] = tuple(value)
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ConfigError as exc:  # a dataclass's own value check: say where the value came from
+        raise ConfigError(f"{where or cls.__name__}: {exc}") from None
 
 
 def method_config(

@@ -2,7 +2,8 @@
 
 Grain images become a tessellation (every pixel in one grain) with a one-pixel boundary map;
 phase images become the objects of the phase of interest, chosen mask by mask from which side
-of the pre-segmentation threshold their pixels lie on.
+of the pre-segmentation threshold their pixels lie on (or, with more than two phases, from which
+multi-level Otsu intensity class).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from skimage.filters import threshold_multiotsu
 from skimage.measure import label as connected_label
 from skimage.segmentation import relabel_sequential, watershed
 
@@ -185,12 +187,20 @@ def merge_grains(cands: list[Candidate], rgb: np.ndarray, cfg: MergeConfig) -> t
 
 def merge_phase(cands: list[Candidate], phase_side: np.ndarray, cfg: MergeConfig) -> tuple[np.ndarray, np.ndarray]:
     """Objects of the phase of interest (H, W) uint32 (0 = matrix) and the phase mask (H, W) uint8."""
-    height, width = phase_side.shape
     chosen = [c for c in cands if phase_fraction(c, phase_side) >= cfg.phase_min_fraction]
+    labels = phase_objects(chosen, [phase_side], cfg)
+    return labels.astype(np.uint32), (labels > 0).astype(np.uint8)
+
+
+def phase_objects(chosen: list[Candidate], sides: list[np.ndarray], cfg: MergeConfig) -> np.ndarray:
+    """Paint the chosen masks, drop small pieces, then (`keep_missed_regions`) add each side's
+    regions that no object touched: the part shared by the two- and the multi-phase merge."""
+    height, width = sides[0].shape
     labels = drop_small_pieces(paint(chosen, height, width), cfg.min_object_area)
     if cfg.keep_missed_regions:
-        labels = add_missed_regions(labels, phase_side, cfg.min_object_area)
-    return labels.astype(np.uint32), (labels > 0).astype(np.uint8)
+        for side in sides:
+            labels = add_missed_regions(labels, side, cfg.min_object_area)
+    return labels
 
 
 def add_missed_regions(labels: np.ndarray, phase_side: np.ndarray, min_area: int) -> np.ndarray:
@@ -201,3 +211,83 @@ def add_missed_regions(labels: np.ndarray, phase_side: np.ndarray, min_area: int
     missed[np.unique(regions[labels > 0])] = False
     ids = np.cumsum(missed) * missed + labels.max()
     return np.where(missed[regions], ids[regions], labels).astype(np.int32)
+
+
+def intensity_classes(smooth_gray: np.ndarray, n_classes: int) -> np.ndarray:
+    """Multi-level Otsu classes of the smoothed grey image, (H, W) uint8, 0 = darkest; a pixel at
+    a threshold goes to the darker class, as `<= threshold` does in the two-phase split."""
+    thresholds = threshold_multiotsu(smooth_gray, classes=n_classes)
+    return np.digitize(smooth_gray, bins=thresholds, right=True).astype(np.uint8)
+
+
+def matrix_class(classes: np.ndarray, n_classes: int) -> int:
+    """The class holding the largest single 8-connected region: the matrix is one connected
+    network, while precipitates, however many, are separate islands (so total area would
+    mistake a crowded precipitate class for the matrix)."""
+    largest = []
+    for k in range(n_classes):
+        n, regions = cv2.connectedComponents((classes == k).astype(np.uint8), connectivity=8)
+        largest.append(int(np.bincount(regions.ravel(), minlength=n)[1:].max(initial=0)))
+    return int(np.argmax(largest))
+
+
+def majority_class(cand: Candidate, classes: np.ndarray, n_classes: int) -> tuple[int, float]:
+    """The intensity class most of a candidate's pixels lie in, and that class's share."""
+    x0, y0, x1, y1 = cand.box
+    counts = np.bincount(classes[y0:y1, x0:x1][cand.mask], minlength=n_classes)
+    k = int(counts.argmax())
+    return k, float(counts[k] / max(int(counts.sum()), 1))
+
+
+def label_classes(labels: np.ndarray, classes: np.ndarray, smooth_gray: np.ndarray, matrix: int,
+                  n_classes: int) -> np.ndarray:
+    """Intensity class of each label (index = label id; 0 stays the matrix): the majority
+    non-matrix class of its pixels. A label painted on matrix pixels only (a piece of a kept mask
+    cut back to the matrix) takes the non-matrix class nearest to it in mean grey."""
+    n_labels = int(labels.max()) + 1
+    flat, cls = labels.ravel().astype(np.int64), classes.ravel().astype(np.int64)
+    votes = np.bincount(flat * n_classes + cls, minlength=n_labels * n_classes).reshape(n_labels, n_classes)
+    votes[:, matrix] = 0
+    out = votes.argmax(axis=1)
+    orphans = np.flatnonzero(votes.sum(axis=1) == 0)
+    orphans = orphans[orphans > 0]
+    if orphans.size:
+        grey = smooth_gray.ravel().astype(np.float64)
+        label_mean = np.bincount(flat, weights=grey, minlength=n_labels) / np.maximum(
+            np.bincount(flat, minlength=n_labels), 1)
+        class_mean = np.bincount(cls, weights=grey, minlength=n_classes) / np.maximum(
+            np.bincount(cls, minlength=n_classes), 1)
+        others = np.array([k for k in range(n_classes) if k != matrix])
+        nearest = np.abs(label_mean[orphans, None] - class_mean[None, others]).argmin(axis=1)
+        out[orphans] = others[nearest]
+    out[0] = matrix
+    return out
+
+
+def merge_multiphase(cands: list[Candidate], smooth_gray: np.ndarray,
+                     cfg: MergeConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Objects (H, W) uint32 (0 = matrix) and a class map (H, W) uint8 for `cfg.n_phases` classes.
+
+    The classes are those of a multi-level Otsu split of the smoothed grey image, decided by
+    intensity only: two phases of the same grey level stay one class. The matrix is the class
+    with the largest connected region. A SAM object is kept when most of its pixels lie in one
+    non-matrix class (at least `phase_min_fraction` of them), missed regions are added class by
+    class, and every object gets the majority non-matrix class of its pixels. Class map: 0 =
+    matrix, 1..n_phases-1 = the other classes from dark to bright. The prompts still come from the
+    binary pre-segmentation plus the grid: the prompts stage does not know `n_phases`, so changing
+    it reruns only this merge, not SAM.
+    """
+    n = cfg.n_phases
+    classes = intensity_classes(smooth_gray, n)
+    matrix = matrix_class(classes, n)
+    chosen = []
+    for c in cands:
+        k, share = majority_class(c, classes, n)
+        if k != matrix and share >= cfg.phase_min_fraction:
+            chosen.append(c)
+    sides = [classes == k for k in range(n) if k != matrix]
+    labels = phase_objects(chosen, sides, cfg)
+    rank = np.zeros(n, np.uint8)  # intensity class -> output class id
+    rank[[k for k in range(n) if k != matrix]] = np.arange(1, n, dtype=np.uint8)
+    class_map = rank[label_classes(labels, classes, smooth_gray, matrix, n)][labels]
+    return labels.astype(np.uint32), class_map.astype(np.uint8)

@@ -3,6 +3,7 @@
 Grain maps are compared as partitions (adjusted Rand index, variation of information) of the
 regions enclosed by the boundaries, the way the official MatSAM code does; phase maps are compared
 pixel-wise (IoU, F1, recall), with the official notebook's mean IoU as the headline number.
+Multi-phase maps first have their class ids matched to the label's (:func:`match_classes`).
 Every function takes an optional ``ignore`` / ``mask`` so that partially labelled images (label 255)
 are scored on their labelled pixels only.
 """
@@ -13,6 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 from scipy import ndimage as ndi
+from scipy.optimize import linear_sum_assignment
 from skimage.measure import label as _label
 from skimage.morphology import skeletonize
 
@@ -332,3 +334,66 @@ def phase_scores(
         "f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0,
         "recall": tp / (tp + fn) if tp + fn else 1.0,
     }
+
+
+def match_classes(
+    pred: np.ndarray, true: np.ndarray, ignore: np.ndarray | None = None
+) -> np.ndarray:
+    """Renumber the predicted phase classes to the label classes they overlap most.
+
+    A prediction's class ids (intensity classes, dark to bright) say nothing about a label's
+    ids, so each predicted class >= 1 is paired with one label class >= 1 by a maximum-overlap
+    assignment (Hungarian, on the confusion matrix of the non-ignored pixels); 0 stays 0 (matrix /
+    background on both sides).
+
+    Parameters
+    ----------
+    pred, true : (H, W) non-negative int arrays
+        Class-id maps; 0 = matrix.
+    ignore : (H, W) bool array, optional
+        Pixels left out of the overlap counts.
+
+    Returns
+    -------
+    (H, W) int64 array
+        ``pred`` in the label's ids. A predicted class left without a partner (more predicted
+        than label classes) gets ``max(true) + 1``, an id that is wrong for every label class.
+    """
+    pred = np.asarray(pred).astype(np.int64)
+    true = np.asarray(true).astype(np.int64)
+    keep = slice(None) if ignore is None else ~np.asarray(ignore, dtype=bool)
+    p, t = pred[keep].ravel(), true[keep].ravel()
+    n_true = int(true.max(initial=0)) + 1
+    spare = n_true  # first id outside the label's classes
+    pred_ids = np.unique(pred[pred > 0])
+    lookup = np.zeros(int(pred.max(initial=0)) + 1, np.int64)
+    lookup[pred_ids] = spare
+    if pred_ids.size and n_true > 1:
+        both = (p > 0) & (t > 0)
+        overlap = np.zeros((pred_ids.size, n_true - 1), np.int64)  # predicted x label classes >= 1
+        np.add.at(overlap, (np.searchsorted(pred_ids, p[both]), t[both] - 1), 1)
+        rows, cols = linear_sum_assignment(overlap, maximize=True)
+        lookup[pred_ids[rows]] = cols + 1
+    return lookup[pred]
+
+
+def multiclass_scores(
+    pred: np.ndarray, true: np.ndarray, ignore: np.ndarray | None = None
+) -> dict[str, float]:
+    """Pixel scores of a multi-phase class map (0 = matrix) against a multi-class label.
+
+    ``iou``, ``f1`` and ``recall`` are those of :func:`phase_scores` on the foreground (any class
+    >= 1), so they compare with binary methods. After :func:`match_classes`, ``miou`` is the
+    notebook mean IoU (:func:`multiclass_miou`, classes 0..max(true)) and ``iou_class_<k>`` the IoU
+    of label class k for k = 1..max(true); a binary mask scored this way shows that it cannot
+    separate the classes. For 0/1 maps the numbers equal :func:`phase_scores`'.
+    """
+    matched = match_classes(pred, true, ignore)
+    true = np.asarray(true)
+    scores = phase_scores(matched, true, ignore)
+    scores["miou"] = multiclass_miou(matched, true, ignore)
+    valid = true if ignore is None else true[~np.asarray(ignore, dtype=bool)]
+    n_classes = int(valid.max(initial=0)) + 1
+    per_class = per_class_iou(matched, true, n_classes, ignore)
+    scores.update({f"iou_class_{k}": float(per_class[k]) for k in range(1, n_classes)})
+    return scores

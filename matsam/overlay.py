@@ -15,15 +15,22 @@ def label_colors(n: int, seed: int = 0) -> np.ndarray:
     return colors
 
 
+# Multi-phase class colours (class 1, 2, ...): distinct hues, so that the classes read at a glance.
+CLASS_COLORS = np.array([(40, 120, 255), (255, 200, 0), (0, 220, 120), (220, 0, 220), (0, 220, 255),
+                         (255, 120, 0)], np.uint8)
+
+
 def overlay(rgb: np.ndarray, labels: np.ndarray, boundaries: np.ndarray | None = None,
-            alpha: float = 0.35) -> np.ndarray:
-    """Objects tinted in random colours over the micrograph, boundaries in red.
+            alpha: float = 0.35, classes: np.ndarray | None = None) -> np.ndarray:
+    """Objects tinted in random colours (or by phase class) over the micrograph, boundaries in red.
 
     rgb: (H, W, 3) uint8; labels: (H, W) int, 0 = not an object; boundaries: (H, W) 0/1 or None,
-    where None draws the outline of every object.
+    where None draws the outline of every object; classes: (H, W) multi-phase class ids or None.
     """
-    colors = label_colors(int(labels.max()))
-    tint = colors[labels]
+    if classes is None:
+        tint = label_colors(int(labels.max()))[labels]
+    else:
+        tint = CLASS_COLORS[(np.asarray(classes).astype(np.int64) - 1) % len(CLASS_COLORS)]
     inside = labels > 0
     out = rgb.astype(np.float32)
     out[inside] = (1 - alpha) * out[inside] + alpha * tint[inside]

@@ -289,19 +289,21 @@ def image_summary(
     pixel_size_um : float or None
         µm per pixel.
     phase : (H, W) array, optional
-        Phase mask (non-zero = phase of interest) for the area fraction.
+        Phase mask (non-zero = phase of interest) for the area fraction, or a multi-phase class
+        map (0 = matrix, 1..K-1 = phase classes).
 
     Returns
     -------
     dict
         ``n_objects``, ``mean_area_px``, ``mean_area_um2``, ``astm_g_planimetric``,
-        ``astm_g_heyn``, ``phase_fraction`` (fraction of pixels in the phase); NaN where undefined.
+        ``astm_g_heyn``, ``phase_fraction`` (fraction of pixels in any phase); NaN where undefined.
+        A class map with ids above 1 adds ``fraction_class_<k>`` for k = 1..max id.
     """
     labels = np.asarray(labels)
     n = np.unique(labels[labels > 0]).size
     mean_px = float(np.count_nonzero(labels)) / n if n else math.nan
     grain = mode == "grain"
-    return {
+    row = {
         "n_objects": int(n),
         "mean_area_px": mean_px,
         "mean_area_um2": mean_px * pixel_size_um**2 if pixel_size_um is not None else math.nan,
@@ -309,3 +311,8 @@ def image_summary(
         "astm_g_heyn": astm_heyn(labels, pixel_size_um)["G"] if grain else math.nan,
         "phase_fraction": float(np.mean(np.asarray(phase) > 0)) if phase is not None else math.nan,
     }
+    if phase is not None and np.asarray(phase).max(initial=0) > 1:
+        phase = np.asarray(phase)
+        counts = np.bincount(phase.ravel().astype(np.int64))
+        row.update({f"fraction_class_{k}": float(counts[k] / phase.size) for k in range(1, counts.size)})
+    return row

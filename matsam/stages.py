@@ -18,7 +18,7 @@ from . import baselines, io, metrics, prompts, quantify
 from .config import MethodConfig
 from .crops import Crop, crop_boxes
 from .masks import CropMasks
-from .merge import candidates, cross_crop_nms, merge_grains, merge_phase
+from .merge import candidates, cross_crop_nms, merge_grains, merge_multiphase, merge_phase
 from .overlay import overlay
 
 if TYPE_CHECKING:
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 PathLike = str | Path
 METRIC_COLUMNS = ["image", "method", "ari", "vi", "iou", "miou", "f1", "recall"]
+CLASS_PREFIX = "iou_class_"  # per-class IoU columns of multi-phase scores, after METRIC_COLUMNS
 
 
 def prepare_image(src: PathLike, dst: PathLike, cfg: MethodConfig) -> None:
@@ -82,7 +83,8 @@ def segment_images(names: Sequence[str], images: Sequence[PathLike], crops_files
 
 def merge_masks(image: PathLike, crops_file: PathLike, prompts_file: PathLike, masks_dir: PathLike, name: str,
                 labels_out: PathLike, map_out: PathLike, cfg: MethodConfig) -> None:
-    """Cross-crop NMS and post-processing into labels.tif plus boundaries.png or phase.png."""
+    """Cross-crop NMS and post-processing into labels.tif plus boundaries.png or phase.png (0/1,
+    or class ids 0..n_phases-1 with `merge.n_phases` > 2)."""
     rgb = io.read_image(image)
     gray = prompts.to_gray8(rgb)
     height, width = gray.shape
@@ -91,6 +93,8 @@ def merge_masks(image: PathLike, crops_file: PathLike, prompts_file: PathLike, m
     cands = cross_crop_nms(candidates(crops, crop_masks, height, width, cfg.merge), cfg.merge.crop_nms_thresh)
     if cfg.mode == "grain":
         labels, mask = merge_grains(cands, rgb, cfg.merge)
+    elif cfg.merge.n_phases > 2:
+        labels, mask = merge_multiphase(cands, prompts.blurred(gray, cfg.prompts.blur), cfg.merge)
     else:
         pre = io.read_npz(prompts_file)
         side = phase_side(gray, float(pre["threshold"]), str(pre["foreground"]), cfg)
@@ -109,7 +113,10 @@ def draw_overlay(image: PathLike, labels_file: PathLike, map_file: PathLike, dst
     rgb = io.read_image(image)
     labels = io.read_image(labels_file).astype(np.int64)
     boundaries = io.read_image(map_file) if mode == "grain" else None
-    io.write_png(dst, overlay(rgb, labels, boundaries))
+    classes = io.read_image(map_file) if mode == "phase" else None
+    if classes is not None and classes.max(initial=0) <= 1:
+        classes = None  # a 0/1 phase mask: random colours per object, as always
+    io.write_png(dst, overlay(rgb, labels, boundaries, classes=classes))
 
 
 def quantify_objects(raw_image: PathLike, labels_file: PathLike, map_file: PathLike, objects_out: PathLike,
@@ -125,11 +132,23 @@ def quantify_objects(raw_image: PathLike, labels_file: PathLike, map_file: PathL
 
 
 def score(mode: str, predicted_map: np.ndarray, label: np.ndarray) -> dict[str, float]:
-    """Metrics of one prediction against a label map (255 = unlabelled)."""
+    """Metrics of one prediction against a label map (255 = unlabelled).
+
+    Phase maps are scored multi-class (classes matched by overlap, `iou_class_<k>` columns) when
+    the label or the prediction has a class id above 1; binary ones exactly as before.
+    """
     truth, ignore = metrics.split_ignore(label)
     if mode == "grain":
         return metrics.grain_scores(predicted_map.astype(bool), truth.astype(bool), ignore, match_width=True)
+    if max(int(truth.max(initial=0)), int(predicted_map.max(initial=0))) > 1:
+        return metrics.multiclass_scores(predicted_map, truth, ignore)
     return metrics.phase_scores((predicted_map > 0).astype(np.uint8), (truth > 0).astype(np.uint8), ignore)
+
+
+def metric_columns(columns: Sequence[str]) -> list[str]:
+    """METRIC_COLUMNS, then the per-class IoU columns among `columns` in class order."""
+    per_class = [c for c in columns if str(c).startswith(CLASS_PREFIX) and str(c)[len(CLASS_PREFIX):].isdigit()]
+    return METRIC_COLUMNS + sorted(set(per_class), key=lambda c: int(c[len(CLASS_PREFIX):]))
 
 
 def evaluate_image(image: PathLike, map_file: PathLike, label_file: PathLike, prompts_file: PathLike,
@@ -146,14 +165,15 @@ def evaluate_image(image: PathLike, map_file: PathLike, label_file: PathLike, pr
         for name in methods:
             predicted = baselines.PHASE_BASELINES[name](rgb, foreground)
             rows.append({"image": image_name, "method": name, **score("phase", predicted, label)})
-    io.write_csv(dst, pd.DataFrame(rows).reindex(columns=METRIC_COLUMNS))
+    table = pd.DataFrame(rows)
+    io.write_csv(dst, table.reindex(columns=metric_columns(table.columns)))
 
 
 def aggregate_dataset(metric_files: Sequence[PathLike], summary_files: Sequence[PathLike],
                       metrics_out: PathLike, summary_out: PathLike) -> None:
     frames = [pd.read_csv(f) for f in metric_files]
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=METRIC_COLUMNS)
-    io.write_csv(metrics_out, table.reindex(columns=METRIC_COLUMNS))
+    io.write_csv(metrics_out, table.reindex(columns=metric_columns(table.columns)))
     rows = [json.loads(Path(f).read_text()) for f in summary_files]
     io.write_csv(summary_out, pd.DataFrame(rows))
 
@@ -161,10 +181,13 @@ def aggregate_dataset(metric_files: Sequence[PathLike], summary_files: Sequence[
 def aggregate_all(datasets: Sequence[str], metric_files: Sequence[PathLike], dst: PathLike) -> None:
     """One row per dataset x method: the number of scored images and the mean of each metric."""
     rows = []
+    seen: list[str] = []
     for dataset, path in zip(datasets, metric_files):
         table = pd.read_csv(path)
+        columns = metric_columns(table.columns)[2:]
+        seen += columns
         for method, group in table.groupby("method", sort=False):
-            means = group[METRIC_COLUMNS[2:]].mean(numeric_only=True)
+            means = group.reindex(columns=columns).mean(numeric_only=True)
             rows.append({"dataset": dataset, "method": method, "n_images": len(group), **means.to_dict()})
-    columns = ["dataset", "method", "n_images", *METRIC_COLUMNS[2:]]
+    columns = ["dataset", "method", "n_images", *metric_columns(seen)[2:]]
     io.write_csv(dst, pd.DataFrame(rows).reindex(columns=columns))

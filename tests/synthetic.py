@@ -72,3 +72,25 @@ def few_discs(seed: int, size: int = 128, n: int = 4):
     grey = np.where(mask == 1, 70.0, 190.0) + rng.normal(0, 4, mask.shape)
     image = np.clip(grey, 0, 255).astype(np.uint8)
     return np.repeat(image[..., None], 3, axis=2), mask
+
+
+def three_phase_micrograph(seed: int, size: int = 160):
+    """Grey matrix (128) with four dark (40) and four bright (220) discs (r 10-14 px) on a regular
+    grid, noise sd 6.
+
+    Returns the (H, W) uint8 image, the (H, W) uint8 class map (0 matrix, 1 dark, 2 bright) and
+    the list of discs as (cx, cy, r, class).
+    """
+    rng = np.random.default_rng(seed)
+    classes = np.zeros((size, size), np.uint8)
+    discs = []
+    step = size // 4
+    for i in range(4):
+        for j in range(2):
+            cls = 1 + (i + j) % 2
+            cx, cy = step // 2 + i * step, size // 4 + j * size // 2
+            r = int(rng.integers(10, 15))
+            cv2.circle(classes, (cx, cy), r, cls, -1)
+            discs.append((cx, cy, r, cls))
+    grey = np.array([128.0, 40.0, 220.0])[classes] + rng.normal(0, 6, classes.shape)
+    return np.clip(grey, 0, 255).astype(np.uint8), classes, discs

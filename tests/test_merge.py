@@ -1,20 +1,28 @@
+import cv2
 import numpy as np
-from synthetic import voronoi_micrograph
+import pytest
+from synthetic import few_discs, three_phase_micrograph, voronoi_micrograph
 
-from matsam.config import MergeConfig
+from matsam import io, stages
+from matsam.config import ConfigError, MergeConfig, method_config
 from matsam.crops import Crop
+from matsam.masks import CropMasks
 from matsam.merge import (
     Candidate,
     add_watershed_grains,
     boundary_map,
     cross_crop_nms,
     fill_gaps,
+    intensity_classes,
+    matrix_class,
     merge_grains,
+    merge_multiphase,
     merge_phase,
     paint,
     touches_inner_edge,
 )
 from matsam.metrics import adjusted_rand_index, regions_from_boundaries
+from matsam.prompts import blurred
 
 
 def square(x0, y0, size, crop_area=100 * 100, score=0.9):
@@ -122,3 +130,159 @@ def test_phase_regions_no_mask_touched_are_kept():
     assert labels.max() == 2 and phase[40:50, 40:50].all() and not phase[30:32, 5:7].any()
     off, _ = merge_phase([square(0, 0, 20)], side, MergeConfig(min_object_area=16, keep_missed_regions=False))
     assert off.max() == 1
+
+
+# --- multi-phase ----------------------------------------------------------------------------
+
+
+def disc(cx, cy, r, shape):
+    """(H, W) bool disc."""
+    mask = np.zeros(shape, np.uint8)
+    cv2.circle(mask, (cx, cy), r, 1, -1)
+    return mask.astype(bool)
+
+
+def candidate(mask, score=0.9):
+    """A Candidate for a full-image bool mask, cropped to its box."""
+    ys, xs = np.nonzero(mask)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    return Candidate(mask[y0:y1, x0:x1], int(x0), int(y0), mask.size, score)
+
+
+def test_config_n_phases_is_checked():
+    assert method_config("phase", {"merge": {"n_phases": 3}}).merge.n_phases == 3
+    assert method_config("phase").merge.n_phases == 2
+    with pytest.raises(ConfigError, match=r"data\.merge: n_phases must be an integer >= 2.*got 1"):
+        method_config("phase", {"merge": {"n_phases": 1}}, where="data")
+    with pytest.raises(ConfigError, match="n_phases"):
+        MergeConfig(n_phases=2.5)
+
+
+def test_multiotsu_classes_and_matrix_by_largest_region():
+    gray, truth, _ = three_phase_micrograph(seed=0)
+    classes = intensity_classes(blurred(gray, 3), 3)  # 0 = darkest: dark discs, matrix, bright discs
+    assert (classes == np.array([1, 0, 2])[truth]).mean() > 0.97
+    assert matrix_class(classes, 3) == 1
+    # A crowded bright class with more pixels than the matrix in total is still not the matrix:
+    # the matrix is the one connected network.
+    board = np.full((90, 90), 128, np.uint8)
+    for y in range(3, 90, 10):
+        for x in range(3, 90, 10):
+            board[y : y + 8, x : x + 8] = 220  # 81 islands, 2-px matrix lines between them
+    board[40:50, 40:50] = 30
+    labels = intensity_classes(board, 3)
+    areas = np.bincount(labels.ravel())
+    assert areas[2] > 1.5 * areas[1]
+    assert matrix_class(labels, 3) == 1
+
+
+def three_phase_case(seed=0, missed=1):
+    """The synthetic three-phase image with candidates for every disc but `missed` bright ones,
+    plus two candidates lying on the matrix."""
+    gray, truth, discs = three_phase_micrograph(seed)
+    bright = [d for d in discs if d[3] == 2]
+    left_out = bright[:missed]
+    cands = [candidate(disc(cx, cy, r, gray.shape)) for cx, cy, r, cls in discs if (cx, cy, r, cls) not in left_out]
+    on_matrix = [np.zeros(gray.shape, bool) for _ in range(2)]
+    on_matrix[0][70:84, 30:50] = True
+    on_matrix[1][68:90, 100:118] = True
+    return gray, truth, discs, left_out, cands + [candidate(m) for m in on_matrix], on_matrix
+
+
+def test_multiphase_merge_gives_each_disc_its_class():
+    gray, truth, discs, left_out, cands, on_matrix = three_phase_case()
+    labels, classes = merge_multiphase(cands, blurred(gray, 3), MergeConfig(n_phases=3))
+    assert labels.dtype == np.uint32 and classes.dtype == np.uint8
+    assert labels.max() == len(discs)  # 7 SAM discs + the missed one; no matrix object
+    for m in on_matrix:
+        assert not labels[m].any() and not classes[m].any()
+    for cx, cy, r, cls in discs:
+        inside = disc(cx, cy, r, gray.shape)
+        if (cx, cy, r, cls) in left_out:
+            # Found as a missed class-2 region of the multi-level Otsu split, not by SAM.
+            found = classes == 2
+            found &= labels == labels[cy, cx]
+            assert (found & inside).sum() / (found | inside).sum() > 0.9
+        else:
+            assert (classes[inside] == cls).all()
+            assert len(np.unique(labels[inside])) == 1
+    assert ((classes > 0) == (labels > 0)).all()
+    assert set(np.unique(classes)) == {0, 1, 2}
+    # Dark discs are 1 and bright ones 2 wherever the truth has them.
+    assert (classes[(truth == 0) & (labels == 0)] == 0).all()
+    assert ((classes == truth) | (labels == 0) & (truth > 0)).mean() > 0.99
+
+
+def test_multiphase_without_missed_regions_keeps_only_sam_objects():
+    gray, _, discs, left_out, cands, _ = three_phase_case()
+    labels, classes = merge_multiphase(cands, blurred(gray, 3), MergeConfig(n_phases=3, keep_missed_regions=False))
+    assert labels.max() == len(discs) - len(left_out)
+    cx, cy, r, _ = left_out[0]
+    assert not classes[disc(cx, cy, r, gray.shape)].any()
+
+
+def test_multiphase_class_ids_follow_intensity_whatever_the_matrix():
+    # Bright matrix: the classes then are dark (1) and mid grey (2).
+    gray, truth, discs = three_phase_micrograph(seed=1)
+    remap = np.array([220.0, 40.0, 128.0])  # matrix 220, class-1 discs 40, class-2 discs 128
+    rng = np.random.default_rng(1)
+    gray = np.clip(remap[truth] + rng.normal(0, 6, truth.shape), 0, 255).astype(np.uint8)
+    cands = [candidate(disc(cx, cy, r, gray.shape)) for cx, cy, r, _ in discs]
+    labels, classes = merge_multiphase(cands, blurred(gray, 3), MergeConfig(n_phases=3))
+    for cx, cy, r, cls in discs:
+        assert (classes[disc(cx, cy, r, gray.shape)] == cls).all()
+
+
+def test_two_phase_multiphase_equals_merge_phase():
+    image, truth = few_discs(seed=4, size=128)
+    smooth = blurred(image[..., 0], 3)
+    n, regions = cv2.connectedComponents(truth, connectivity=8)
+    cands = [candidate(regions == i) for i in range(1, n, 2)]  # every other disc: the rest is missed
+    cands.append(candidate(np.pad(np.ones((10, 10), bool), ((0, 118), (0, 118)))))  # a matrix corner
+    side = intensity_classes(smooth, 2) != matrix_class(intensity_classes(smooth, 2), 2)
+    cfg = MergeConfig(n_phases=2)
+    labels, mask = merge_phase(cands, side, cfg)
+    multi_labels, multi_mask = merge_multiphase(cands, smooth, cfg)
+    assert labels.max() == 4 and not labels[:10, :10].any()  # 2 SAM discs + 2 missed ones, no corner
+    np.testing.assert_array_equal(multi_labels, labels)
+    np.testing.assert_array_equal(multi_mask, mask)
+
+
+def write_merge_inputs(tmp_path, gray, cands):
+    """The files stages.merge_masks reads: image, one crop, prompts (binary threshold) and masks."""
+    height, width = gray.shape
+    io.write_png(tmp_path / "image.png", np.repeat(gray[..., None], 3, axis=2))
+    cfg = method_config("phase")
+    stages.plan_crops(tmp_path / "image.png", tmp_path / "crops.json", cfg)
+    io.write_npz(tmp_path / "prompts.npz", threshold=np.float64(84.0), foreground=np.str_("dark"))
+    full = []
+    for c in cands:
+        m = np.zeros((height, width), bool)
+        x0, y0, x1, y1 = c.box
+        m[y0:y1, x0:x1] = c.mask
+        full.append(m)
+    ys = [np.nonzero(m)[0] for m in full]
+    xs = [np.nonzero(m)[1] for m in full]
+    masks = CropMasks(
+        np.stack([np.packbits(m.ravel()) for m in full]), (height, width),
+        np.full(len(full), 0.9, np.float32), np.full(len(full), 0.95, np.float32),
+        np.array([[x.min(), y.min(), x.max() + 1, y.max() + 1] for x, y in zip(xs, ys)], np.int32),
+        np.array([m.sum() for m in full], np.int64), np.arange(len(full)),
+    )
+    io.write_npz(stages.mask_file(tmp_path / "masks", "img", 0), **masks.to_arrays())
+
+
+@pytest.mark.parametrize("n_phases", [2, 3])
+def test_merge_masks_dispatches_on_n_phases(tmp_path, n_phases):
+    gray, truth, _, _, cands, _ = three_phase_case()
+    write_merge_inputs(tmp_path, gray, cands)
+    cfg = method_config("phase", {"merge": {"n_phases": n_phases}})
+    stages.merge_masks(tmp_path / "image.png", tmp_path / "crops.json", tmp_path / "prompts.npz",
+                       tmp_path / "masks", "img", tmp_path / "labels.tif", tmp_path / "phase.png", cfg)
+    phase = io.read_image(tmp_path / "phase.png")
+    if n_phases == 2:  # the binary split at the prompts' threshold: dark discs only, 0/1
+        assert set(np.unique(phase)) == {0, 1}
+        assert phase[truth == 1].mean() > 0.99 and not phase[truth == 2].any()
+    else:
+        assert set(np.unique(phase)) == {0, 1, 2}
+        assert (phase[truth == 1] == 1).mean() > 0.99 and (phase[truth == 2] == 2).mean() > 0.9

@@ -8,7 +8,9 @@ from sklearn.metrics import adjusted_rand_score
 from matsam.metrics import (
     adjusted_rand_index,
     grain_scores,
+    match_classes,
     multiclass_miou,
+    multiclass_scores,
     per_class_iou,
     phase_scores,
     regions_from_boundaries,
@@ -254,3 +256,128 @@ def test_line_width_and_redrawing_compare_positions_not_thickness():
     plain = grain_scores(thin, truth)["ari"]
     matched = grain_scores(thin, truth, match_width=True)["ari"]
     assert matched == pytest.approx(1.0) and plain < 0.95
+
+
+# --- multi-phase scores ---------------------------------------------------------------------
+
+
+def test_match_classes_undoes_a_permutation():
+    rng = np.random.default_rng(3)
+    true = np.kron(rng.integers(0, 4, (8, 10)), np.ones((4, 4), int))
+    pred = np.array([0, 3, 1, 2])[true]  # the same classes under other ids
+    np.testing.assert_array_equal(match_classes(pred, true), true)
+    scores = multiclass_scores(pred, true)
+    assert scores["miou"] == 1.0 and scores["iou"] == 1.0
+    assert {k: v for k, v in scores.items() if k.startswith("iou_class_")} == {
+        "iou_class_1": 1.0, "iou_class_2": 1.0, "iou_class_3": 1.0}
+    # Without matching the same prediction would score badly.
+    assert multiclass_miou(pred, true) < 0.5
+
+
+def test_multiclass_scores_by_hand():
+    true = np.array([0, 0, 1, 1, 1, 2, 2, 2])
+    pred = np.array([0, 2, 2, 2, 0, 1, 1, 2])
+    # Overlaps: pred 1 covers true 2 twice; pred 2 covers true 1 twice, true 2 once -> 1->2, 2->1.
+    np.testing.assert_array_equal(match_classes(pred, true), [0, 1, 1, 1, 0, 2, 2, 1])
+    # class 0: {0} / {0,1,4}; class 1: {2,3} / {1,2,3,4,7}; class 2: {5,6} / {5,6,7}.
+    # Foreground: tp 5 (2,3,5,6,7), fp 1 (1), fn 1 (4).
+    scores = multiclass_scores(pred, true)
+    assert scores["iou_class_1"] == pytest.approx(2 / 5)
+    assert scores["iou_class_2"] == pytest.approx(2 / 3)
+    assert scores["miou"] == pytest.approx((1 / 3 + 2 / 5 + 2 / 3) / 3)
+    assert scores["iou"] == pytest.approx(5 / 7)
+    assert scores["f1"] == pytest.approx(10 / 12)
+    assert scores["recall"] == pytest.approx(5 / 6)
+
+
+def test_binary_mask_against_three_classes_cannot_separate_them():
+    true = np.array([0, 0, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2])
+    pred = (true > 0).astype(np.uint8)  # a perfect binary baseline
+    scores = multiclass_scores(pred, true)
+    assert scores["iou"] == 1.0 and scores["f1"] == 1.0 and scores["recall"] == 1.0
+    assert scores["iou_class_1"] == pytest.approx(6 / 10)  # its one class goes to the larger one
+    assert scores["iou_class_2"] == 0.0
+    assert scores["miou"] == pytest.approx((1 + 6 / 10 + 0) / 3)
+
+
+def test_extra_predicted_class_is_wrong_for_every_label_class():
+    true = np.array([0, 0, 1, 1, 1, 1])
+    pred = np.array([0, 0, 1, 1, 1, 2])  # three predicted classes, two label classes
+    matched = match_classes(pred, true)
+    np.testing.assert_array_equal(matched, [0, 0, 1, 1, 1, 2])  # 2 = max(true) + 1: no partner
+    scores = multiclass_scores(pred, true)
+    assert scores["iou_class_1"] == pytest.approx(3 / 4) and scores["iou"] == 1.0
+    assert scores["miou"] == pytest.approx((1 + 3 / 4) / 2)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_multiclass_scores_of_binary_maps_equal_phase_scores(seed):
+    rng = np.random.default_rng(seed)
+    true = (rng.random((30, 40)) < 0.3).astype(np.uint8)
+    pred = np.where(rng.random(true.shape) < 0.2, 1 - true, true)
+    ignore = rng.random(true.shape) < 0.2 if seed % 2 else None
+    assert multiclass_scores(pred, true, ignore) == {**phase_scores(pred, true, ignore), "iou_class_1":
+                                                    pytest.approx(phase_scores(pred, true, ignore)["iou"])}
+    empty = np.zeros_like(true)
+    assert multiclass_scores(pred, empty, ignore) == phase_scores(pred, empty, ignore)
+    assert multiclass_scores(empty, true, ignore)["miou"] == phase_scores(empty, true, ignore)["miou"]
+
+
+def test_multiclass_scores_leave_ignored_pixels_out():
+    rng = np.random.default_rng(8)
+    true = rng.integers(0, 3, (20, 20))
+    pred = np.where(rng.random(true.shape) < 0.3, rng.integers(0, 3, true.shape), true)
+    pred = np.array([0, 2, 1])[pred]
+    labelled = true.copy()
+    labelled[:6] = 255
+    clean, ignore = split_ignore(labelled)
+    assert multiclass_scores(pred, clean, ignore) == multiclass_scores(pred[6:], true[6:])
+    assert multiclass_scores(pred, clean, ignore) != multiclass_scores(pred, true)
+
+
+# --- scoring and tables in the pipeline (stages) --------------------------------------------
+
+
+def test_stage_score_is_binary_unless_a_class_id_exceeds_one():
+    from matsam.stages import score
+
+    rng = np.random.default_rng(2)
+    true = (rng.random((20, 20)) < 0.4).astype(np.uint8)
+    true[:3] = 255
+    pred = (rng.random((20, 20)) < 0.4).astype(np.uint8)
+    clean, ignore = split_ignore(true)
+    assert score("phase", pred, true) == phase_scores(pred, clean, ignore)  # no iou_class_* columns
+    three = clean.copy()
+    three[10:] *= 2
+    three[:3] = 255
+    multi = score("phase", pred, three)
+    assert set(multi) == {"iou", "miou", "f1", "recall", "iou_class_1", "iou_class_2"}
+    assert multi["iou"] == phase_scores(pred, clean, ignore)["iou"]  # foreground is foreground
+    assert "iou_class_1" in score("phase", pred * 2, true)  # a class map against a binary label
+
+
+def test_metric_tables_append_class_columns(tmp_path):
+    import pandas as pd
+
+    from matsam.stages import METRIC_COLUMNS, aggregate_all, aggregate_dataset
+
+    binary = pd.DataFrame({"image": ["a", "b"], "method": ["matsam", "otsu"], "iou": [0.5, 0.7],
+                           "miou": [0.6, 0.8], "f1": [0.1, 0.2], "recall": [0.3, 0.4]})
+    multi = pd.DataFrame({"image": ["c", "c", "d"], "method": ["matsam", "otsu", "matsam"],
+                          "iou_class_10": [0.5, 0.1, 0.7], "iou_class_2": [0.2, 0.0, 0.4], "iou": [0.9, 0.8, 0.7],
+                          "miou": [0.5, 0.4, 0.3], "f1": [0.1, 0.1, 0.1], "recall": [1.0, 1.0, 1.0]})
+    binary.to_csv(tmp_path / "b.csv", index=False)
+    multi.to_csv(tmp_path / "m1.csv", index=False)
+    aggregate_dataset([tmp_path / "m1.csv"], [], tmp_path / "m.csv", tmp_path / "s.csv")
+    table = pd.read_csv(tmp_path / "m.csv")
+    assert list(table.columns) == METRIC_COLUMNS + ["iou_class_2", "iou_class_10"]
+    aggregate_dataset([tmp_path / "b.csv"], [], tmp_path / "b2.csv", tmp_path / "s.csv")
+    assert list(pd.read_csv(tmp_path / "b2.csv").columns) == METRIC_COLUMNS
+    aggregate_all(["bin", "multi"], [tmp_path / "b2.csv", tmp_path / "m.csv"], tmp_path / "all.csv")
+    summary = pd.read_csv(tmp_path / "all.csv")
+    assert list(summary.columns) == ["dataset", "method", "n_images", *METRIC_COLUMNS[2:], "iou_class_2",
+                                     "iou_class_10"]
+    row = summary[(summary.dataset == "multi") & (summary.method == "matsam")].iloc[0]
+    assert row["n_images"] == 2 and row["iou_class_2"] == pytest.approx(0.3)
+    assert row["iou_class_10"] == pytest.approx(0.6) and row["iou"] == pytest.approx(0.8)
+    assert summary[summary.dataset == "bin"]["iou_class_2"].isna().all()

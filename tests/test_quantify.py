@@ -206,3 +206,19 @@ def test_image_summary():
     for key in ("mean_area_um2", "astm_g_planimetric", "astm_g_heyn", "phase_fraction"):
         assert math.isnan(particles[key]), key
     assert image_summary(np.zeros((5, 5), int), "grain", 1.0)["n_objects"] == 0
+
+
+def test_image_summary_per_class_fractions():
+    labels = np.zeros((10, 20), np.int32)
+    classes = np.zeros((10, 20), np.uint8)
+    labels[0:5, 0:4], classes[0:5, 0:4] = 1, 1  # 20 px of class 1
+    labels[6:10, 10:20], classes[6:10, 10:20] = 2, 3  # 40 px of class 3; class 2 is absent
+    row = image_summary(labels, "phase", None, phase=classes)
+    assert row["phase_fraction"] == pytest.approx(60 / 200)
+    assert row["fraction_class_1"] == pytest.approx(20 / 200)
+    assert row["fraction_class_2"] == 0.0
+    assert row["fraction_class_3"] == pytest.approx(40 / 200)
+    # A 0/1 mask keeps today's columns only.
+    binary = image_summary(labels, "phase", None, phase=(classes > 0).astype(np.uint8))
+    assert binary["phase_fraction"] == pytest.approx(0.3)
+    assert not [k for k in binary if k.startswith("fraction_class_")]
