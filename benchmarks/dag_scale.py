@@ -14,6 +14,10 @@ both with their whole output written to a file. From the first it takes the numb
 executor would make: one per printed "Group job" plus one per ungrouped job that is not a
 local rule (local rules run in the main process and are never submitted).
 
+With `--batches B` (default 20) it also times the first of the B dry runs that
+`--batch all=i/B` splits the workflow into (each builds the DAG of 1/B of the images: how very
+large collections should be run, see docs/cluster.md); `--no-full` skips the whole-DAG runs.
+
 It also times `snakemake --list-rules` on the same config: that is the workflow parse plus the
 dataset catalogue, which every Slurm job pays again (the job runs `python -m snakemake` on the
 node, and a group job once per grouped job: each one is its own srun step and process).
@@ -149,6 +153,9 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/matsam-bench/dag_scale"))
     parser.add_argument("--sam-results", type=Path, default=Path("/tmp/matsam-bench/sam_jobs.json"),
                         help="JSON written by benchmarks/sam_jobs.py (optional)")
+    parser.add_argument("--batches", type=int, default=20,
+                        help="also time the first of B `--batch all=i/B` dry runs (0: skip)")
+    parser.add_argument("--no-full", action="store_true", help="skip the whole-DAG dry runs (minutes each)")
     parser.add_argument("--cprofile", action="store_true", help="profile the DAG build (profiled run)")
     parser.add_argument("--timeout", type=int, default=3600)
     args = parser.parse_args()
@@ -160,12 +167,25 @@ def main() -> None:
     print(f"{args.images} images of {args.size}x{args.size} px in {data} ({time.perf_counter() - t0:.1f} s); "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
 
-    rows = []
+    rows: list[dict] = []
+    batch_rows: list[dict] = []
     for per_job in args.per_job:
         folder = work / f"run_{args.images}_{per_job}"
         folder.mkdir(exist_ok=True)
         config = write_config(folder, data, per_job)
         parse = timed(snakemake_cmd(folder, config, "--list-rules"), folder / "list_rules.txt", args.timeout)
+        if args.batches:
+            out = folder / f"dry_slurm_batch_1_of_{args.batches}.txt"
+            batch = timed(snakemake_cmd(folder, config, "-n", "--profile", str(PROFILE), "--batch",
+                                        f"all=1/{args.batches}"), out, args.timeout)
+            text = out.read_text()
+            batch_row = {"per_job": per_job, "batches": args.batches, "jobs": count_jobs(text),
+                         "submissions": count_submissions(text)[0], "dry_slurm_s": batch}
+            batch_rows.append(batch_row)
+            print(f"  sam_images_per_job={per_job} --batch all=1/{args.batches}: {batch_row['jobs']} jobs, "
+                  f"{batch_row['submissions']} sbatch, -n slurm {batch[0]:.0f} s (CPU {batch[1]:.0f} s)", flush=True)
+        if args.no_full:
+            continue
         plain = timed(snakemake_cmd(folder, config, "-n", "--cores", "2"), folder / "dry_plain.txt", args.timeout)
         jobs = count_jobs((folder / "dry_plain.txt").read_text())
         for group in args.group_images:
@@ -191,6 +211,9 @@ def main() -> None:
         print(f"{r['per_job']:>14} {r['group_images']:>12} {r['jobs']:>7} {r['submissions']:>7} "
               f"{r['jobs'] / r['submissions']:>10.1f}x {fmt(r['dry_plain_s']):>13} {fmt(r['dry_slurm_s']):>18} "
               f"{fmt(r['parse_s']):>11}   " + ", ".join(f"{k} {v}" for k, v in r["detail"].items()))
+    for r in batch_rows:
+        print(f"{r['per_job']:>14} {'batch 1/' + str(r['batches']):>12} {r['jobs']:>7} {r['submissions']:>7} "
+              f"{r['jobs'] / r['submissions']:>10.1f}x {'':>13} {r['dry_slurm_s'][0]:>9.0f}/{r['dry_slurm_s'][1]:.0f}")
     print("-n: `snakemake -n` incl. start-up and writing its whole output; parse: `snakemake --list-rules`, "
           "the start-up (workflow + catalogue) that every Slurm job pays again, once per grouped job")
 
@@ -210,7 +233,7 @@ def main() -> None:
             extra = (cpu["slurm_s"] - cpu["local_s"]) / cpu["images"]
             print(f"  pre-SAM CPU steps (grouped): Slurm {cpu['slurm_s']:.0f} s, local {cpu['local_s']:.0f} s, "
                   f"{cpu['images']} images: {extra:+.1f} s per image")
-    (work / f"dag_scale_{args.images}.json").write_text(json.dumps(rows, indent=1))
+    (work / f"dag_scale_{args.images}.json").write_text(json.dumps({"full": rows, "batches": batch_rows}, indent=1))
 
     if args.cprofile:
         per_job = args.per_job[-1]

@@ -121,15 +121,20 @@ def cpu_mem_mb(wildcards, input, attempt):
 
 def dataset_metrics(wildcards):
     dataset = DATASETS[wildcards.dataset]
-    return [f"{WORK}/{dataset.name}/{image}/metrics.csv" for image in dataset.labels]
+    return [f"{RESULTS}/{dataset.name}/{image}/metrics.csv" for image in dataset.labels]
 
 
 def dataset_summaries(wildcards):
     dataset = DATASETS[wildcards.dataset]
-    return [f"{WORK}/{dataset.name}/{image}/summary.json" for image in dataset.images]
+    return [
+        f"{RESULTS}/{dataset.name}/{image}/summary.json" for image in dataset.images
+    ]
 
 
 def final_outputs():
+    """Every per-image file, not only the tables: `--batch all=i/n` (inputs sorted by path) then
+    runs whole image chains in each batch, and the last batch has only the tables left to write.
+    """
     outputs = [f"{RESULTS}/summary.csv"]
     for name, dataset in DATASETS.items():
         for image in dataset.images:
@@ -138,7 +143,10 @@ def final_outputs():
                 f"{folder}/overlay.png",
                 f"{folder}/objects.csv",
                 f"{folder}/{dataset.map_name}.png",
+                f"{folder}/summary.json",
             ]
+            if image in dataset.labels:
+                outputs.append(f"{folder}/metrics.csv")
     outputs += stack_outputs()
     return outputs
 

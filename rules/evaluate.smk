@@ -8,7 +8,7 @@ rule evaluate_image:
         label=label_file,
         prompts=rules.make_prompts.output.prompts,
     output:
-        metrics=f"{WORK}/{{dataset}}/{{image}}/metrics.csv",
+        metrics=f"{RESULTS}/{{dataset}}/{{image}}/metrics.csv",
     log:
         f"{LOGS}/evaluate_image/{{dataset}}/{{image}}.log",
     conda:

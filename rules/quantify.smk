@@ -6,7 +6,7 @@ rule quantify_objects:
         map=map_file,
     output:
         objects=f"{RESULTS}/{{dataset}}/{{image}}/objects.csv",
-        summary=f"{WORK}/{{dataset}}/{{image}}/summary.json",
+        summary=f"{RESULTS}/{{dataset}}/{{image}}/summary.json",
     log:
         f"{LOGS}/quantify_objects/{{dataset}}/{{image}}.log",
     conda:
