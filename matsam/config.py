@@ -110,6 +110,13 @@ class MergeConfig:
     # Phase mode: keep phase regions of the pre-segmentation that no SAM object touches (no
     # prompt reached them, or SAM's mask was rejected) as objects of their own.
     keep_missed_regions: bool = True
+    # ... when they have at least this many px (tiny particles count; single-pixel noise does not).
+    missed_min_area: int = 4
+    # Phase mode: objects less than this many cells of SAM's 256 x 256 low-resolution mask
+    # across (a cell is about crop side / 256 px) keep only their pixels on the phase side of
+    # the threshold: at that scale the upsampled mask is a pixel or two off the particle's edge,
+    # the threshold is not. 0 = keep SAM's masks as they are.
+    small_object_cells: float = 8.0
     # Phase mode: intensity classes including the matrix. 2 = one phase of interest (a 0/1
     # phase.png); more splits the image by multi-level Otsu and phase.png holds class ids.
     n_phases: int = 2

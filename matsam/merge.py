@@ -8,7 +8,7 @@ multi-level Otsu intensity class).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -193,14 +193,36 @@ def merge_phase(cands: list[Candidate], phase_side: np.ndarray, cfg: MergeConfig
 
 
 def phase_objects(chosen: list[Candidate], sides: list[np.ndarray], cfg: MergeConfig) -> np.ndarray:
-    """Paint the chosen masks, drop small pieces, then (`keep_missed_regions`) add each side's
-    regions that no object touched: the part shared by the two- and the multi-phase merge."""
+    """Trim small objects to the phase side, paint the chosen masks, drop small pieces, then
+    (`keep_missed_regions`) add each side's regions that no object touched: the part shared by
+    the two- and the multi-phase merge."""
     height, width = sides[0].shape
+    chosen = trim_small_objects(chosen, np.logical_or.reduce(sides), cfg.small_object_cells)
     labels = drop_small_pieces(paint(chosen, height, width), cfg.min_object_area)
     if cfg.keep_missed_regions:
         for side in sides:
-            labels = add_missed_regions(labels, side, cfg.min_object_area)
+            labels = add_missed_regions(labels, side, cfg.missed_min_area)
     return labels
+
+
+def trim_small_objects(cands: list[Candidate], phase_side: np.ndarray, cells: float) -> list[Candidate]:
+    """Objects less than `cells` low-resolution mask cells across keep only their phase-side pixels.
+
+    SAM predicts masks on a 256 x 256 grid and upsamples them, so a particle a few cells wide
+    gets a blobby outline; the threshold of the pre-segmentation follows its edge exactly.
+    Larger objects keep SAM's outline, which is better than the threshold's where the phase is
+    textured or its contrast varies.
+    """
+    if cells <= 0:
+        return cands
+    out = []
+    for cand in cands:
+        cell = np.sqrt(cand.crop_area) / 256
+        if cand.area < (cells * cell) ** 2:
+            x0, y0, x1, y1 = cand.box
+            cand = replace(cand, mask=cand.mask & phase_side[y0:y1, x0:x1])
+        out.append(cand)
+    return out
 
 
 def add_missed_regions(labels: np.ndarray, phase_side: np.ndarray, min_area: int) -> np.ndarray:

@@ -125,11 +125,29 @@ def test_phase_regions_no_mask_touched_are_kept():
     side = np.zeros((60, 60), bool)
     side[0:20, 0:20] = True  # found by SAM
     side[40:50, 40:50] = True  # missed by SAM
-    side[30:32, 5:7] = True  # missed but below the size floor
+    side[30:32, 5:7] = True  # a tiny particle, missed: kept (missed_min_area 4 px)
+    side[35, 35] = True  # one pixel: noise
     labels, phase = merge_phase([square(0, 0, 20)], side, MergeConfig(min_object_area=16))
-    assert labels.max() == 2 and phase[40:50, 40:50].all() and not phase[30:32, 5:7].any()
+    assert labels.max() == 3 and phase[40:50, 40:50].all() and phase[30:32, 5:7].all() and not phase[35, 35]
+    labels, phase = merge_phase([square(0, 0, 20)], side, MergeConfig(min_object_area=16, missed_min_area=16))
+    assert labels.max() == 2 and not phase[30:32, 5:7].any()
     off, _ = merge_phase([square(0, 0, 20)], side, MergeConfig(min_object_area=16, keep_missed_regions=False))
     assert off.max() == 1
+
+
+def test_small_objects_are_trimmed_to_the_phase_side_and_large_ones_are_not():
+    side = np.zeros((400, 400), bool)
+    side[10:16, 10:16] = True  # a 6-px particle; SAM's mask below is 7 px wide
+    side[100:300, 100:300] = True
+    side[150:160, 150:160] = False  # a hole in the big object's side, inside SAM's mask
+    crop = 256 * 256  # one low-res cell = 1 px: "small" = under 8 x 8 px
+    small = Candidate(np.ones((7, 7), bool), 9, 9, crop, 0.9)
+    big = Candidate(np.ones((200, 200), bool), 100, 100, crop, 0.9)
+    labels, phase = merge_phase([small, big], side, MergeConfig(min_object_area=16))
+    assert phase[10:16, 10:16].all() and phase[8:18, 8:18].sum() == 36
+    assert phase[150:160, 150:160].all()  # the big object keeps SAM's outline
+    _, untrimmed = merge_phase([small, big], side, MergeConfig(min_object_area=16, small_object_cells=0))
+    assert untrimmed[8:18, 8:18].sum() == 49
 
 
 # --- multi-phase ----------------------------------------------------------------------------
