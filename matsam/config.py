@@ -112,6 +112,9 @@ class MergeConfig:
     keep_missed_regions: bool = True
     # ... when they have at least this many px (tiny particles count; single-pixel noise does not).
     missed_min_area: int = 4
+    # ... and when their mean grey lies at least this fraction of the way from the threshold to
+    # the phase's mean grey (0 = any region past the threshold).
+    missed_min_depth: float = 0.4
     # Phase mode: objects less than this many cells of SAM's 256 x 256 low-resolution mask
     # across (a cell is about crop side / 256 px) keep only their pixels on the phase side of
     # the threshold: at that scale the upsampled mask is a pixel or two off the particle's edge,

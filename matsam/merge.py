@@ -185,14 +185,20 @@ def merge_grains(cands: list[Candidate], rgb: np.ndarray, cfg: MergeConfig) -> t
     return labels.astype(np.uint32), boundary_map(labels)
 
 
-def merge_phase(cands: list[Candidate], phase_side: np.ndarray, cfg: MergeConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Objects of the phase of interest (H, W) uint32 (0 = matrix) and the phase mask (H, W) uint8."""
+def merge_phase(cands: list[Candidate], phase_side: np.ndarray, cfg: MergeConfig,
+                depth: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Objects of the phase of interest (H, W) uint32 (0 = matrix) and the phase mask (H, W) uint8.
+
+    `depth` (H, W): how far each pixel's grey lies into the phase, 0 at the threshold and 1 at
+    the phase's mean grey; missed regions need a mean depth of `cfg.missed_min_depth`.
+    """
     chosen = [c for c in cands if phase_fraction(c, phase_side) >= cfg.phase_min_fraction]
-    labels = phase_objects(chosen, [phase_side], cfg)
+    labels = phase_objects(chosen, [phase_side], cfg, depth)
     return labels.astype(np.uint32), (labels > 0).astype(np.uint8)
 
 
-def phase_objects(chosen: list[Candidate], sides: list[np.ndarray], cfg: MergeConfig) -> np.ndarray:
+def phase_objects(chosen: list[Candidate], sides: list[np.ndarray], cfg: MergeConfig,
+                  depth: np.ndarray | None = None) -> np.ndarray:
     """Trim small objects to the phase side, paint the chosen masks, drop small pieces, then
     (`keep_missed_regions`) add each side's regions that no object touched: the part shared by
     the two- and the multi-phase merge."""
@@ -201,7 +207,7 @@ def phase_objects(chosen: list[Candidate], sides: list[np.ndarray], cfg: MergeCo
     labels = drop_small_pieces(paint(chosen, height, width), cfg.min_object_area)
     if cfg.keep_missed_regions:
         for side in sides:
-            labels = add_missed_regions(labels, side, cfg.missed_min_area)
+            labels = add_missed_regions(labels, side, cfg.missed_min_area, depth, cfg.missed_min_depth)
     return labels
 
 
@@ -225,10 +231,20 @@ def trim_small_objects(cands: list[Candidate], phase_side: np.ndarray, cells: fl
     return out
 
 
-def add_missed_regions(labels: np.ndarray, phase_side: np.ndarray, min_area: int) -> np.ndarray:
-    """Add the phase-side regions (8-connected) that no object overlaps, as new objects."""
+def add_missed_regions(labels: np.ndarray, phase_side: np.ndarray, min_area: int,
+                       depth: np.ndarray | None = None, min_depth: float = 0.0) -> np.ndarray:
+    """Add the phase-side regions (8-connected) that no object overlaps, as new objects.
+
+    With `depth`, only regions whose mean depth reaches `min_depth`: a region that barely crosses
+    the threshold is noise or shading (specks along a crack, the halo of a scratch), while a
+    particle that SAM missed is as dark (bright) as the phase.
+    """
     n, regions = cv2.connectedComponents(phase_side.astype(np.uint8), connectivity=8)
-    missed = np.bincount(regions.ravel(), minlength=n) >= min_area
+    area = np.bincount(regions.ravel(), minlength=n)
+    missed = area >= min_area
+    if depth is not None:
+        mean_depth = np.bincount(regions.ravel(), weights=depth.ravel(), minlength=n) / np.maximum(area, 1)
+        missed &= mean_depth >= min_depth
     missed[0] = False
     missed[np.unique(regions[labels > 0])] = False
     ids = np.cumsum(missed) * missed + labels.max()

@@ -97,8 +97,9 @@ def merge_masks(image: PathLike, crops_file: PathLike, prompts_file: PathLike, m
         labels, mask = merge_multiphase(cands, prompts.blurred(gray, cfg.prompts.blur), cfg.merge)
     else:
         pre = io.read_npz(prompts_file)
-        side = phase_side(gray, float(pre["threshold"]), str(pre["foreground"]), cfg)
-        labels, mask = merge_phase(cands, side, cfg.merge)
+        threshold, foreground = float(pre["threshold"]), str(pre["foreground"])
+        side = phase_side(gray, threshold, foreground, cfg)
+        labels, mask = merge_phase(cands, side, cfg.merge, phase_depth(gray, threshold, foreground, side, cfg))
     io.write_tiff(labels_out, labels)
     io.write_png(map_out, mask)
 
@@ -107,6 +108,16 @@ def phase_side(gray: np.ndarray, threshold: float, foreground: str, cfg: MethodC
     """Pixels on the phase side of the pre-segmentation threshold, (H, W) bool."""
     smooth = prompts.blurred(gray, cfg.prompts.blur)
     return smooth <= threshold if foreground == "dark" else smooth > threshold
+
+
+def phase_depth(gray: np.ndarray, threshold: float, foreground: str, side: np.ndarray,
+                cfg: MethodConfig) -> np.ndarray:
+    """How far each pixel's grey lies into the phase, (H, W) float32: 0 at the threshold, 1 at the
+    mean grey of the phase side, negative on the matrix side."""
+    smooth = prompts.blurred(gray, cfg.prompts.blur).astype(np.float32)
+    offset = (threshold - smooth) if foreground == "dark" else (smooth - threshold)
+    scale = float(offset[side].mean()) if side.any() else 1.0
+    return offset / max(scale, 1e-6)
 
 
 def draw_overlay(image: PathLike, labels_file: PathLike, map_file: PathLike, dst: PathLike, mode: str) -> None:

@@ -135,6 +135,18 @@ def test_phase_regions_no_mask_touched_are_kept():
     assert off.max() == 1
 
 
+def test_missed_regions_that_barely_cross_the_threshold_are_noise():
+    side = np.zeros((40, 40), bool)
+    side[5:10, 5:10] = side[25:30, 25:30] = True
+    depth = np.full((40, 40), -1.0)
+    depth[5:10, 5:10] = 1.1  # as dark as the phase: a particle SAM missed
+    depth[25:30, 25:30] = 0.1  # just past the threshold: shading
+    labels, phase = merge_phase([], side, MergeConfig(), depth)
+    assert labels.max() == 1 and phase[5:10, 5:10].all() and not phase[25:30, 25:30].any()
+    _, everything = merge_phase([], side, MergeConfig(missed_min_depth=0.0), depth)
+    assert everything[25:30, 25:30].all()
+
+
 def test_small_objects_are_trimmed_to_the_phase_side_and_large_ones_are_not():
     side = np.zeros((400, 400), bool)
     side[10:16, 10:16] = True  # a 6-px particle; SAM's mask below is 7 px wide
