@@ -118,19 +118,29 @@ def drop_small_pieces(labels: np.ndarray, min_area: int) -> np.ndarray:
     return relabel_sequential(pieces)[0].astype(np.int32)
 
 
-def fill_gaps(labels: np.ndarray, gray: np.ndarray, cfg: MergeConfig) -> np.ndarray:
+def fill_gaps(labels: np.ndarray, rgb: np.ndarray, cfg: MergeConfig) -> np.ndarray:
     """Give every unlabelled pixel to a grain.
 
-    Wide unlabelled regions (no prompt found that grain) become grains of their own; thin gaps
-    (boundary lines, slivers between masks) go to the neighbour across the weaker image gradient,
-    by a watershed flooding from the existing labels.
+    Wide unlabelled areas (no prompt gave a mask that passed SAM's filters there) become grains
+    of their own: split into the grains of the classic colour-gradient watershed
+    (`gap_grains: watershed`), or one grain per connected area (`whole`). On low-contrast
+    tint-etched grains, where SAM's masks cover only a third of the image, the watershed split
+    lifts the ARI above both SAM's masks alone and the watershed alone
+    (benchmarks/README.md). Thin gaps (boundary lines, slivers between masks) go to the
+    neighbour across the weaker image gradient, by a watershed flooding from the labels.
     """
+    gray = to_gray8(rgb)
     unlabelled = (labels == 0).astype(np.uint8)
     radius = cfg.gap_grain_radius
     if radius > 0 and unlabelled.any():
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
         wide = cv2.morphologyEx(unlabelled, cv2.MORPH_OPEN, kernel)
-        n, new = cv2.connectedComponents(wide, connectivity=4)
+        if cfg.gap_grains == "watershed":
+            regions = connected_label(~watershed_boundaries(rgb), background=0, connectivity=1)
+            new = drop_thin_pieces(np.where(wide > 0, regions, 0), radius)
+            n = int(new.max()) + 1
+        else:
+            n, new = cv2.connectedComponents(wide, connectivity=4)
         if n > 1:
             areas = np.bincount(new.ravel(), minlength=n)
             keep = (areas >= cfg.min_object_area) & (np.arange(n) > 0)
@@ -145,6 +155,23 @@ def fill_gaps(labels: np.ndarray, gray: np.ndarray, cfg: MergeConfig) -> np.ndar
     return watershed(gradient, markers=labels).astype(np.int32)
 
 
+def drop_thin_pieces(pieces: np.ndarray, radius: int) -> np.ndarray:
+    """Remove labelled pieces narrower than 2 x `radius` px (largest inscribed radius), relabelled 1..N.
+
+    Cutting a wide gap along watershed lines leaves slivers where a watershed grain only grazes
+    the gap; as grains of their own they would be spurious, as gap pixels they go to a neighbour.
+    """
+    pieces = relabel_sequential(pieces)[0]
+    inner = (pieces > 0) & (boundary_map(pieces) == 0)
+    depth = cv2.distanceTransform(inner.astype(np.uint8), cv2.DIST_L2, 3)
+    widest = np.zeros(int(pieces.max()) + 1, np.float32)
+    np.maximum.at(widest, pieces.ravel(), depth.ravel())
+    thin = widest < radius
+    thin[0] = False
+    pieces[thin[pieces]] = 0
+    return relabel_sequential(pieces)[0]
+
+
 def boundary_map(labels: np.ndarray) -> np.ndarray:
     """One-pixel boundaries: a pixel is marked when its right or lower neighbour has another label.
 
@@ -157,30 +184,11 @@ def boundary_map(labels: np.ndarray) -> np.ndarray:
     return b.astype(np.uint8)
 
 
-def add_watershed_grains(labels: np.ndarray, rgb: np.ndarray) -> np.ndarray:
-    """Unlabelled pixels take the grains of the classic colour-gradient watershed.
-
-    Where no prompt gave a mask that passed SAM's filters, SAM says nothing; the watershed still
-    finds grain-sized regions there. On low-contrast tint-etched grains, where SAM's filters
-    accept masks for only a third of the image, this lifts the ARI above both SAM's masks alone
-    and the watershed alone (benchmarks/results/accuracy.md).
-    """
-    lines = watershed_boundaries(rgb)
-    regions = connected_label(~lines, background=0, connectivity=1)
-    gap = (labels == 0) & (regions > 0)
-    out = labels.copy()
-    out[gap] = regions[gap] + labels.max()
-    return out
-
-
 def merge_grains(cands: list[Candidate], rgb: np.ndarray, cfg: MergeConfig) -> tuple[np.ndarray, np.ndarray]:
     """Grain labels (H, W) uint32 covering every pixel, and their boundary map (H, W) uint8."""
-    gray = to_gray8(rgb)
-    height, width = gray.shape
+    height, width = rgb.shape[:2]
     labels = drop_small_pieces(paint(cands, height, width), cfg.min_object_area)
-    if cfg.gap_grains == "watershed":
-        labels = drop_small_pieces(add_watershed_grains(labels, rgb), cfg.min_object_area)
-    labels = fill_gaps(labels, gray, cfg)
+    labels = fill_gaps(labels, rgb, cfg)
     labels = relabel_sequential(connected_label(labels, background=-1, connectivity=1))[0]
     return labels.astype(np.uint32), boundary_map(labels)
 
