@@ -336,6 +336,9 @@ def phase_scores(
     }
 
 
+CLASS_IOU_PREFIX = "iou_class_"  # per-class IoU keys (metrics.csv columns) of multi-phase scores
+
+
 def match_classes(
     pred: np.ndarray, true: np.ndarray, ignore: np.ndarray | None = None
 ) -> np.ndarray:
@@ -395,5 +398,5 @@ def multiclass_scores(
     valid = true if ignore is None else true[~np.asarray(ignore, dtype=bool)]
     n_classes = int(valid.max(initial=0)) + 1
     per_class = per_class_iou(matched, true, n_classes, ignore)
-    scores.update({f"iou_class_{k}": float(per_class[k]) for k in range(1, n_classes)})
+    scores.update({f"{CLASS_IOU_PREFIX}{k}": float(per_class[k]) for k in range(1, n_classes)})
     return scores

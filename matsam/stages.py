@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 
 PathLike = str | Path
 METRIC_COLUMNS = ["image", "method", "ari", "vi", "iou", "miou", "f1", "recall"]
-CLASS_PREFIX = "iou_class_"  # per-class IoU columns of multi-phase scores, after METRIC_COLUMNS
 
 
 def prepare_image(src: PathLike, dst: PathLike, cfg: MethodConfig) -> None:
@@ -98,26 +97,22 @@ def merge_masks(image: PathLike, crops_file: PathLike, prompts_file: PathLike, m
     else:
         pre = io.read_npz(prompts_file)
         threshold, foreground = float(pre["threshold"]), str(pre["foreground"])
-        side = phase_side(gray, threshold, foreground, cfg)
-        labels, mask = merge_phase(cands, side, cfg.merge, phase_depth(gray, threshold, foreground, side, cfg))
+        side, depth = phase_side(gray, threshold, foreground, cfg)
+        labels, mask = merge_phase(cands, side, cfg.merge, depth)
     io.write_tiff(labels_out, labels)
     io.write_png(map_out, mask)
 
 
-def phase_side(gray: np.ndarray, threshold: float, foreground: str, cfg: MethodConfig) -> np.ndarray:
-    """Pixels on the phase side of the pre-segmentation threshold, (H, W) bool."""
+def phase_side(gray: np.ndarray, threshold: float, foreground: str,
+               cfg: MethodConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels on the phase side of the pre-segmentation threshold, (H, W) bool, and how far each
+    pixel's grey lies into the phase, (H, W) float32: 0 at the threshold, 1 at the mean grey of
+    the phase side, negative on the matrix side."""
     smooth = prompts.blurred(gray, cfg.prompts.blur)
-    return smooth <= threshold if foreground == "dark" else smooth > threshold
-
-
-def phase_depth(gray: np.ndarray, threshold: float, foreground: str, side: np.ndarray,
-                cfg: MethodConfig) -> np.ndarray:
-    """How far each pixel's grey lies into the phase, (H, W) float32: 0 at the threshold, 1 at the
-    mean grey of the phase side, negative on the matrix side."""
-    smooth = prompts.blurred(gray, cfg.prompts.blur).astype(np.float32)
-    offset = (threshold - smooth) if foreground == "dark" else (smooth - threshold)
+    side = smooth <= threshold if foreground == "dark" else smooth > threshold
+    offset = (threshold - smooth.astype(np.float32)) if foreground == "dark" else (smooth - np.float32(threshold))
     scale = float(offset[side].mean()) if side.any() else 1.0
-    return offset / max(scale, 1e-6)
+    return side, offset / max(scale, 1e-6)
 
 
 def draw_overlay(image: PathLike, labels_file: PathLike, map_file: PathLike, dst: PathLike, mode: str) -> None:
@@ -158,8 +153,9 @@ def score(mode: str, predicted_map: np.ndarray, label: np.ndarray) -> dict[str, 
 
 def metric_columns(columns: Sequence[str]) -> list[str]:
     """METRIC_COLUMNS, then the per-class IoU columns among `columns` in class order."""
-    per_class = [c for c in columns if str(c).startswith(CLASS_PREFIX) and str(c)[len(CLASS_PREFIX):].isdigit()]
-    return METRIC_COLUMNS + sorted(set(per_class), key=lambda c: int(c[len(CLASS_PREFIX):]))
+    per_class = [c for c in columns if str(c).startswith(metrics.CLASS_IOU_PREFIX)
+                 and str(c)[len(metrics.CLASS_IOU_PREFIX):].isdigit()]
+    return METRIC_COLUMNS + sorted(set(per_class), key=lambda c: int(c[len(metrics.CLASS_IOU_PREFIX):]))
 
 
 def evaluate_image(image: PathLike, map_file: PathLike, label_file: PathLike, prompts_file: PathLike,
