@@ -22,6 +22,7 @@ class CropMasks:
     boxes: np.ndarray
     areas: np.ndarray
     point_index: np.ndarray
+    decoded: int = 0  # prompts the decoder ran for this crop (kept or not)
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -34,16 +35,16 @@ class CropMasks:
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {"packed": self.packed, "shape": np.array(self.shape), "scores": self.scores,
                 "stability": self.stability, "boxes": self.boxes, "areas": self.areas,
-                "point_index": self.point_index}
+                "point_index": self.point_index, "decoded": np.int64(self.decoded)}
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "CropMasks":
         h, w = (int(v) for v in arrays["shape"])
         return cls(arrays["packed"], (h, w), arrays["scores"], arrays["stability"], arrays["boxes"],
-                   arrays["areas"], arrays["point_index"])
+                   arrays["areas"], arrays["point_index"], int(arrays.get("decoded", 0)))
 
     @classmethod
-    def empty(cls, shape: tuple[int, int]) -> "CropMasks":
+    def empty(cls, shape: tuple[int, int], decoded: int = 0) -> "CropMasks":
         nbytes = (shape[0] * shape[1] + 7) // 8
         return cls(np.zeros((0, nbytes), np.uint8), shape, np.zeros(0, np.float32), np.zeros(0, np.float32),
-                   np.zeros((0, 4), np.int32), np.zeros(0, np.int64), np.zeros(0, np.int64))
+                   np.zeros((0, 4), np.int32), np.zeros(0, np.int64), np.zeros(0, np.int64), decoded)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import SamConfig
+from .decoder import FastMaskDecoder
 from .masks import CropMasks
 from .nms import nms
 from .weights import default_checkpoint, is_verified, verify
@@ -77,6 +78,7 @@ class Segmenter:
     def __init__(self, net: torch.nn.Module, device: torch.device):
         self.net = net.to(device)
         self.device = device
+        self.decoder = FastMaskDecoder(self.net)
         self.size = int(net.image_encoder.img_size)
 
     @classmethod
@@ -97,62 +99,102 @@ class Segmenter:
         return self.net.image_encoder(self.net.preprocess(image))
 
     @torch.inference_mode()
-    def segment(self, rgb: np.ndarray, points: np.ndarray, cfg: SamConfig) -> CropMasks:
+    def segment(self, rgb: np.ndarray, points: np.ndarray, cfg: SamConfig,
+                n_seed: int | None = None) -> CropMasks:
         """Best-of-three masks for every point prompt, filtered, with NMS inside the crop.
 
-        rgb: (H, W, 3) uint8; points: (N, 2) float (x, y) in the crop's pixels.
+        rgb: (H, W, 3) uint8; points: (N, 2) float (x, y) in the crop's pixels; see `decode`.
         """
         h, w = rgb.shape[:2]
         if len(points) == 0:
             return CropMasks.empty((h, w))
-        features = self.embed(rgb)
+        return self.decode(self.embed(rgb), (h, w), points, cfg, n_seed)
+
+    @torch.inference_mode()
+    def decode(self, features: torch.Tensor, shape: tuple[int, int], points: np.ndarray, cfg: SamConfig,
+               n_seed: int | None = None) -> CropMasks:
+        """Masks of a crop from its image embedding (1, C, 64, 64) and its point prompts.
+
+        Prompts are decoded in two rounds, a batch at a time: first the `n_seed` seeds (one per
+        pre-segmented object, largest first), then the grid points, in an order that spreads each
+        batch over the whole crop (neighbouring grid points, which often fall in one object, go to
+        different batches). A prompt inside a mask accepted by an earlier batch is skipped
+        (`skip_covered_points`). n_seed: None = every point is a seed.
+        """
+        h, w = shape
+        if len(points) == 0:
+            return CropMasks.empty((h, w))
         th, tw = self._input_size(h, w)
-        valid_h, valid_w = -(-th * LOW_RES // self.size), -(-tw * LOW_RES // self.size)
+        valid = (-(-th * LOW_RES // self.size), -(-tw * LOW_RES // self.size))
         scale = torch.tensor([tw / w, th / h], device=self.device)
-        dense_pe = self.net.prompt_encoder.get_dense_pe()
+        state = self.decoder.prepare(features)
         kept: list[tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
         covered = np.zeros((h, w), dtype=bool)
         cols = np.clip(points[:, 0].astype(int), 0, w - 1)
         rows = np.clip(points[:, 1].astype(int), 0, h - 1)
-        queue = np.arange(len(points))
-        while queue.size:
-            if cfg.skip_covered_points:
-                queue = queue[~covered[rows[queue], cols[queue]]]
-            index_np, queue = queue[: cfg.points_per_batch], queue[cfg.points_per_batch :]
-            if index_np.size == 0:
-                break
-            batch = torch.as_tensor(points[index_np], dtype=torch.float32, device=self.device)
-            coords = (batch * scale)[:, None, :]
-            labels = torch.ones(len(batch), 1, dtype=torch.int, device=self.device)
-            sparse, dense = self.net.prompt_encoder(points=(coords, labels), boxes=None, masks=None)
-            logits, iou = self.net.mask_decoder(
-                image_embeddings=features, image_pe=dense_pe, sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense, multimask_output=True,
-            )
-            logits = logits[:, :, :valid_h, :valid_w]
-            # Among the masks small enough to be one object (for a point in a grain, "the whole
-            # micrograph" is often SAM's most confident answer), keep the best-scoring one, or
-            # the smallest one that passes the filters ("smallest": grains, not grain clusters).
-            fraction = (logits > 0).float().mean(dim=(-1, -2))
-            stability = stability_score(logits, cfg.stability_score_offset)
-            ok = (fraction <= cfg.max_mask_fraction) & (iou >= cfg.pred_iou_thresh) & (
-                stability >= cfg.stability_score_thresh)
-            if cfg.multimask_choice == "smallest":
-                ranked = torch.where(ok, -fraction, -10.0 - fraction)
-            else:
-                ranked = torch.where(fraction <= cfg.max_mask_fraction, iou, iou - 10.0)
-            best = ranked.argmax(dim=1)
-            rows_t = torch.arange(len(batch), device=self.device)
-            logits, score, stability = logits[rows_t, best], iou[rows_t, best], stability[rows_t, best]
-            ok = ok[rows_t, best]
-            if not ok.any():
-                continue
-            masks = F.interpolate(logits[ok][:, None], (h, w), mode="bilinear", align_corners=False)[:, 0] > 0
-            index = torch.as_tensor(index_np, device=self.device)[ok]
-            if cfg.skip_covered_points:
-                covered |= masks.any(dim=0).cpu().numpy()
-            kept.append(pack(masks, score[ok], stability[ok], index, cfg.min_mask_area))
-        return nms_crop(kept, (h, w), cfg.box_nms_thresh)
+        n_seed = len(points) if n_seed is None else min(int(n_seed), len(points))
+        decoded = 0
+
+        def uncovered(index: np.ndarray) -> np.ndarray:
+            return index[~covered[rows[index], cols[index]]] if cfg.skip_covered_points else index
+
+        def decode_round(queue: np.ndarray) -> None:
+            nonlocal covered, decoded
+            while (queue := uncovered(queue)).size:
+                index_np, queue = queue[: cfg.points_per_batch], queue[cfg.points_per_batch :]
+                decoded += len(index_np)
+                batch = torch.as_tensor(points[index_np], dtype=torch.float32, device=self.device)
+                labels = torch.ones(len(batch), 1, dtype=torch.int, device=self.device)
+                sparse, _ = self.net.prompt_encoder(points=((batch * scale)[:, None, :], labels),
+                                                    boxes=None, masks=None)
+                logits, iou = self.decoder.decode(state, sparse, valid)
+                chosen = choose_masks(logits, iou, cfg)
+                if chosen is None:
+                    continue
+                logits, score, stability, ok = chosen
+                masks = F.interpolate(logits[:, None], (h, w), mode="bilinear", align_corners=False)[:, 0] > 0
+                index = torch.as_tensor(index_np, device=self.device)[ok]
+                if cfg.skip_covered_points:
+                    covered |= masks.any(dim=0).cpu().numpy()
+                kept.append(pack(masks, score, stability, index, cfg.min_mask_area))
+
+        decode_round(np.arange(n_seed))
+        decode_round(n_seed + spread_order(len(points) - n_seed, cfg.points_per_batch))
+        return nms_crop(kept, (h, w), cfg.box_nms_thresh, decoded)
+
+
+def spread_order(n: int, batch: int) -> np.ndarray:
+    """0..n-1 reordered so that each run of `batch` consecutive entries takes every k-th index
+    (k = n / batch): batches of grid points spread over the crop instead of filling it row by row."""
+    stride = max(-(-n // max(batch, 1)), 1)
+    return np.concatenate([np.arange(start, n, stride) for start in range(stride)]) if n else np.arange(0)
+
+
+def choose_masks(logits: torch.Tensor, iou: torch.Tensor, cfg: SamConfig
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """Per prompt, the one of SAM's three masks to keep, and whether it passes the filters.
+
+    Among the masks small enough to be one object (for a point in a grain, "the whole micrograph"
+    is often SAM's most confident answer), keep the best-scoring one, or the smallest one that
+    passes the filters ("smallest": grains, not grain clusters). Returns the kept prompts' logits
+    (K, h, w), predicted IoU, stability and the (B,) bool mask of kept prompts, or None.
+    """
+    fraction = (logits > 0).float().mean(dim=(-1, -2))
+    stability = stability_score(logits, cfg.stability_score_offset)
+    ok = (fraction <= cfg.max_mask_fraction) & (iou >= cfg.pred_iou_thresh) & (
+        stability >= cfg.stability_score_thresh)
+    if cfg.multimask_choice == "smallest":
+        ranked = torch.where(ok, -fraction, -10.0 - fraction)
+    else:
+        ranked = torch.where(fraction <= cfg.max_mask_fraction, iou, iou - 10.0)
+    best = ranked.argmax(dim=1)
+    rows = torch.arange(len(best), device=logits.device)
+    ok = ok[rows, best]
+    if not ok.any():
+        return None
+    keep = best[ok]
+    kept_rows = rows[ok]
+    return logits[kept_rows, keep], iou[kept_rows, keep], stability[kept_rows, keep], ok
 
 
 def stability_score(logits: torch.Tensor, offset: float) -> torch.Tensor:
@@ -188,9 +230,9 @@ def pack(masks: torch.Tensor, score: torch.Tensor, stability: torch.Tensor, inde
     return packed, score[big], stability[big], index[big], torch.cat([boxes, areas[:, None]], dim=1)
 
 
-def nms_crop(kept: list, shape: tuple[int, int], threshold: float) -> CropMasks:
+def nms_crop(kept: list, shape: tuple[int, int], threshold: float, decoded: int = 0) -> CropMasks:
     if not kept:
-        return CropMasks.empty(shape)
+        return CropMasks.empty(shape, decoded)
     packed = np.concatenate([k[0] for k in kept])
     score = torch.cat([k[1] for k in kept]).float()
     stability = torch.cat([k[2] for k in kept]).float()
@@ -203,5 +245,5 @@ def nms_crop(kept: list, shape: tuple[int, int], threshold: float) -> CropMasks:
         packed=packed[order], shape=shape, scores=score.cpu().numpy()[order].astype(np.float32),
         stability=stability.cpu().numpy()[order].astype(np.float32),
         boxes=box_area[:, :4].astype(np.int32), areas=box_area[:, 4].astype(np.int64),
-        point_index=index.cpu().numpy()[order].astype(np.int64),
+        point_index=index.cpu().numpy()[order].astype(np.int64), decoded=decoded,
     )

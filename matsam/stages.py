@@ -76,7 +76,7 @@ def segment_images(names: Sequence[str], images: Sequence[PathLike], crops_files
         points = io.read_npz(prompts_file)
         for crop in read_crops(crops_file):
             window = np.ascontiguousarray(rgb[crop.y0 : crop.y1, crop.x0 : crop.x1])
-            masks = segmenter.segment(window, points[f"points_{crop.index}"], cfg.sam)
+            masks = segmenter.segment(window, points[f"points_{crop.index}"], cfg.sam, points[f"n_seed_{crop.index}"])
             io.write_npz(mask_file(masks_dir, name, crop.index), **masks.to_arrays())
 
 
