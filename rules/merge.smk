@@ -20,7 +20,7 @@ rule merge_grain_masks:
         mem_mb=cpu_mem_mb,
         runtime=20,
     params:
-        cfg=stage_params("prompts", "merge"),
+        cfg=stage_params("prompts", "merge", "quantify"),
     script:
         STEP
 

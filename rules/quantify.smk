@@ -7,6 +7,7 @@ rule quantify_objects:
     output:
         objects=f"{RESULTS}/{{dataset}}/{{image}}/objects.csv",
         summary=f"{RESULTS}/{{dataset}}/{{image}}/summary.json",
+        coco=f"{RESULTS}/{{dataset}}/{{image}}/objects.coco.json",
     log:
         f"{LOGS}/quantify_objects/{{dataset}}/{{image}}.log",
     conda:
