@@ -27,9 +27,14 @@ include: "rules/quantify.smk"
 include: "rules/evaluate.smk"
 include: "rules/aggregate.smk"
 include: "rules/stacks.smk"
+include: "rules/report.smk"
+
+
+report: "report/workflow.rst"
 
 
 rule all:
     default_target: True
     input:
         final_outputs(),
+        report_outputs(),

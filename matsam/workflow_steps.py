@@ -53,6 +53,13 @@ STEPS: dict[str, Callable[[Any], None]] = {
         s.input.metrics, s.input.summaries, s.output.metrics, s.output.summary
     ),
     "aggregate_all": lambda s: stages.aggregate_all(s.params.datasets, s.input.metrics, s.output.summary),
+    "dataset_report": lambda s: __import__("matsam.report").report.dataset_report(
+        s.wildcards.dataset, s.params.cfg["mode"], s.input.summary, s.input.metrics, s.input.objects,
+        s.output.astm, s.output.sizes, s.output.fields, s.output.tables,
+    ),
+    "run_report": lambda s: __import__("matsam.report").report.run_report(
+        s.params.config, s.params.checkpoints, s.output.run
+    ),
     "link_stack": lambda s: __import__("matsam.stack_stages").stack_stages.link_stack_rule(s),
 }
 

@@ -39,7 +39,13 @@ rule draw_overlay:
         labels=f"{RESULTS}/{{dataset}}/{{image}}/labels.tif",
         map=map_file,
     output:
-        overlay=f"{RESULTS}/{{dataset}}/{{image}}/overlay.png",
+        overlay=report(
+            f"{RESULTS}/{{dataset}}/{{image}}/overlay.png",
+            caption="../report/overlay.rst",
+            category="{dataset}",
+            subcategory="overlays",
+            labels={"image": "{image}"},
+        ),
     log:
         f"{LOGS}/draw_overlay/{{dataset}}/{{image}}.log",
     conda:

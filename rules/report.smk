@@ -1,0 +1,81 @@
+# What `snakemake --report report.html` shows (README "Report"): per dataset the overlays (marked in
+# merge.smk), the size histogram, the per-image G or phase fraction, the ASTM table with flagged
+# images and the metrics; per run the configuration and versions. Captions live in report/.
+
+
+def dataset_objects(wildcards):
+    dataset = DATASETS[wildcards.dataset]
+    return [f"{RESULTS}/{dataset.name}/{image}/objects.csv" for image in dataset.images]
+
+
+def sam_checkpoints():
+    """(model, checkpoint) of every dataset, for the weights' sha256 in the run report."""
+    return sorted(
+        {(d.method.sam.model, d.method.sam.checkpoint or "") for d in DATASETS.values()}
+    )
+
+
+def report_outputs():
+    names = ["astm.csv", "report/sizes.png", "report/fields.png", "report/tables.html"]
+    return [f"{RESULTS}/report/run.html"] + [
+        f"{RESULTS}/{dataset}/{name}" for dataset in DATASETS for name in names
+    ]
+
+
+rule dataset_report:
+    input:
+        summary=rules.aggregate_dataset.output.summary,
+        metrics=rules.aggregate_dataset.output.metrics,
+        objects=dataset_objects,
+    output:
+        astm=f"{RESULTS}/{{dataset}}/astm.csv",
+        sizes=report(
+            f"{RESULTS}/{{dataset}}/report/sizes.png",
+            caption="../report/sizes.rst",
+            category="{dataset}",
+            subcategory="figures",
+            labels={"figure": "size distribution"},
+        ),
+        fields=report(
+            f"{RESULTS}/{{dataset}}/report/fields.png",
+            caption="../report/fields.rst",
+            category="{dataset}",
+            subcategory="figures",
+            labels={"figure": "per image"},
+        ),
+        tables=report(
+            f"{RESULTS}/{{dataset}}/report/tables.html",
+            caption="../report/tables.rst",
+            category="{dataset}",
+            subcategory="tables",
+            labels={"table": "ASTM, flags, metrics"},
+        ),
+    log:
+        f"{LOGS}/dataset_report/{{dataset}}.log",
+    localrule: True
+    conda:
+        CONDA_ENV
+    params:
+        cfg=stage_params(),
+    script:
+        STEP
+
+
+rule run_report:
+    output:
+        run=report(
+            f"{RESULTS}/report/run.html",
+            caption="../report/run.rst",
+            category="run",
+            labels={"table": "configuration and versions"},
+        ),
+    log:
+        f"{LOGS}/run_report.log",
+    localrule: True
+    conda:
+        CONDA_ENV
+    params:
+        config=config,
+        checkpoints=sam_checkpoints(),
+    script:
+        STEP
