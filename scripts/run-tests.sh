@@ -6,5 +6,7 @@ cd "$(dirname "$0")/.."
 scripts/setup-env.sh
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
   scripts/local-slurm.sh start
+  # The report test opens `snakemake --report` output in a real headless browser.
+  command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 fi
 exec "${MATSAM_VENV:-$PWD/.venv}/bin/python" -m pytest "$@"
