@@ -192,7 +192,7 @@ def test_a_changed_slice_reruns_only_its_chain_and_the_linking(stack_run):
     assert {image for _, image in per_slice} == {"slice_0003"}
     assert {"prepare_image", "segment_crops", "merge_grain_masks"} <= {rule for rule, _ in per_slice}
     others = {rule for rule, wc in jobs if not {"image", "shard"} & set(wc)}
-    assert "link_stack" in others and others <= {"link_stack", "aggregate_dataset", "aggregate_all", "all"}
+    assert "link_stack" in others and others <= {"link_stack", "aggregate_dataset", "aggregate_all", "dataset_report", "all"}
 
 
 # --- configuration -----------------------------------------------------------------------------

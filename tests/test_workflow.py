@@ -111,7 +111,7 @@ def test_a_changed_image_reruns_only_its_own_chain(pipeline_run):
     sam_jobs = [wc for rule, wc in jobs if rule == "segment_crops"]
     assert sam_jobs == [{"dataset": "discs", "shard": "disc_1"}]
     others = {rule for rule, wc in jobs if "image" not in wc and rule != "segment_crops"}
-    assert others <= {"aggregate_dataset", "aggregate_all", "all"}
+    assert others <= {"aggregate_dataset", "aggregate_all", "dataset_report", "all"}
 
 
 def test_configuration_errors_stop_before_any_job(tmp_path):
