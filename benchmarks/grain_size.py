@@ -106,7 +106,7 @@ def tables(name: str, table: pd.DataFrame, sizes: dict[str, list[np.ndarray]]) -
     for field in ref.index:
         cells = [f"{ref.loc[field, 'astm_n_counted']:.1f}", f"{ref.loc[field, 'astm_g_planimetric']:.2f}",
                  f"{ref.loc[field, 'astm_g_heyn']:.2f}"]
-        for method, d in delta.items():
+        for d in delta.values():
             cells += [f"{d.loc[field, 'n']:.1f}", f"{d.loc[field, 'plan']:+.2f}", f"{d.loc[field, 'heyn']:+.2f}"]
         lines.append(f"| {field} | " + " | ".join(cells) + " |")
     lines += ["", f"### {name}: per set ({len(ref)} fields; goal: mean |ΔG| ≤ {GOAL_IMAGE}, |set ΔG| ≤ {GOAL_SET})", "",

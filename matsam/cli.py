@@ -10,9 +10,9 @@ from pathlib import Path
 import yaml
 
 from . import __version__
-from .progress import Progress
 from .config import ConfigError, MethodConfig, merge_sections, method_config
 from .io import InputError, read_image
+from .progress import Progress
 from .weights import WeightsError
 
 

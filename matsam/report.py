@@ -173,5 +173,6 @@ def run_report(config: Mapping[str, Any], checkpoints: Sequence[tuple[str, str |
 
     table = pd.DataFrame(list(versions(checkpoints).items()), columns=["component", "version"])
     text = yaml.safe_dump(dict(config), sort_keys=False, allow_unicode=True)
-    body = html_table(table, "Versions") + f"<h2>Configuration</h2><pre style='text-align:left'>{html.escape(text)}</pre>"
+    config_block = f"<h2>Configuration</h2><pre style='text-align:left'>{html.escape(text)}</pre>"
+    body = html_table(table, "Versions") + config_block
     write_html(dst, "matsam run: configuration and versions", body)

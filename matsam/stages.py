@@ -106,7 +106,8 @@ def merge_masks(image: PathLike, crops_file: PathLike, prompts_file: PathLike, m
         threshold, foreground = float(pre["threshold"]), str(pre["foreground"])
         side, depth = phase_side(gray, threshold, foreground, cfg)
         labels, mask = merge_phase(cands, side, cfg.merge, depth)
-    log.info("%d candidate masks after cross-crop NMS -> %d objects", len(cands), int(np.unique(labels[labels > 0]).size))
+    n_objects = int(np.unique(labels[labels > 0]).size)
+    log.info("%d candidate masks after cross-crop NMS -> %d objects", len(cands), n_objects)
     io.write_tiff(labels_out, labels, cfg.quantify.pixel_size_um)
     io.write_png(map_out, mask)
 

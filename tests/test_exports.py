@@ -56,7 +56,8 @@ def test_rle_matches_pycocotools():
         mask = labels == ann["label_id"]
         theirs = mask_api.encode(np.asfortranarray(mask.astype(np.uint8)))
         assert theirs["counts"].decode() == ann["segmentation"]["counts"]
-        assert np.array_equal(mask_api.decode(ann["segmentation"] | {"counts": ann["segmentation"]["counts"].encode()}), mask)
+        as_bytes = ann["segmentation"] | {"counts": ann["segmentation"]["counts"].encode()}
+        assert np.array_equal(mask_api.decode(as_bytes), mask)
         assert list(mask_api.toBbox(theirs)) == ann["bbox"]
 
 

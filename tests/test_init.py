@@ -33,7 +33,8 @@ def folder(tmp_path):
     for f in (root / "discs" / "labels").iterdir():
         f.unlink()
     (root / "discs" / "labels").rmdir()
-    tifffile.imwrite(root / "discs" / "images" / "stack.tif", np.zeros((3, 32, 32), np.uint16), photometric="minisblack")
+    stack = np.zeros((3, 32, 32), np.uint16)
+    tifffile.imwrite(root / "discs" / "images" / "stack.tif", stack, photometric="minisblack")
     return root
 
 

@@ -35,15 +35,18 @@ def test_unlabelled_phase_dataset_says_so(tmp_path):
     pd.DataFrame({"image": ["a", "b"], "mode": "phase", "n_objects": [40, 42], "phase_fraction": [0.3, 0.32]}
                  ).to_csv(tmp_path / "summary.csv", index=False)
     pd.DataFrame(columns=["image", "method", "miou"]).to_csv(tmp_path / "metrics.csv", index=False)
-    pd.DataFrame({"equivalent_diameter_px": [5.0, 6.0], "touches_border": [0, 0]}).to_csv(tmp_path / "o.csv", index=False)
+    objects = pd.DataFrame({"equivalent_diameter_px": [5.0, 6.0], "touches_border": [0, 0]})
+    objects.to_csv(tmp_path / "o.csv", index=False)
     out = [tmp_path / n for n in ("astm.csv", "sizes.png", "fields.png", "tables.html")]
-    report.dataset_report("nbs", "phase", tmp_path / "summary.csv", tmp_path / "metrics.csv", [tmp_path / "o.csv"], *out)
+    report.dataset_report("nbs", "phase", tmp_path / "summary.csv", tmp_path / "metrics.csv", [tmp_path / "o.csv"],
+                          *out)
     assert pd.read_csv(out[0])["quantity"].tolist() == ["phase_fraction"]
     assert "No reference labels" in out[3].read_text() and "No image flagged" in out[3].read_text()
 
 
 def test_run_page_lists_versions_and_weights_hash(tmp_path, mobile_sam_weights):
-    report.run_report({"results": "r", "datasets": {"x": {"mode": "grain"}}}, [("mobile_sam", "")], tmp_path / "run.html")
+    config = {"results": "r", "datasets": {"x": {"mode": "grain"}}}
+    report.run_report(config, [("mobile_sam", "")], tmp_path / "run.html")
     page = (tmp_path / "run.html").read_text()
     from matsam.weights import SHA256
 
