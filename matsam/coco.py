@@ -107,7 +107,7 @@ def coco_document(labels: np.ndarray, file_name: str, mode: str, class_map: np.n
         rows, cols = np.nonzero(labels[box] == label)
         rows, cols = rows + box[0].start, cols + box[1].start
         category = 1
-        if multi:
+        if multi and class_map is not None:
             category = max(1, int(np.bincount(class_map[rows, cols].astype(np.int64)).argmax()))
         x0, y0 = int(cols.min()), int(rows.min())
         annotations.append({

@@ -132,8 +132,9 @@ def guess_dataset(name: str, images: Path) -> DatasetGuess:
     flat = [f for f, i in zip(files, infos) if i.pages == 1]
     if not flat:
         raise io.InputError(f"{images}: only multi-page stacks, no 2D micrographs")
-    if labels is not None:
-        mode, reason = guess_from_label(io.read_label(find_label(labels, flat[0].stem)))
+    first_label = find_label(labels, flat[0].stem) if labels is not None else None
+    if first_label is not None:
+        mode, reason = guess_from_label(io.read_label(first_label))
     else:
         votes = [guess_from_image(io.read_image(f)) for f in flat[:3]]
         mode = max(("grain", "phase"), key=lambda m: sum(v[0] == m for v in votes))

@@ -173,7 +173,7 @@ def tiff_pixel_size_um(path: str | os.PathLike[str]) -> float | None:
     """µm per pixel of a TIFF with ImageJ calibration in µm (what `write_tiff` writes), else None."""
     with tifffile.TiffFile(path) as tif:
         meta = tif.imagej_metadata or {}
-        tag = tif.pages[0].tags.get("XResolution")
+        tag = tif.pages.first.tags.get("XResolution")
     if tag is None or meta.get("unit") not in ("micron", "um", "µm"):
         return None
     num, den = tag.value
