@@ -82,7 +82,18 @@ def inspect_report(report: Path, work: Path, timeout: int = 180) -> dict:
     return json.loads(html.unescape(match.group(1)))
 
 
-def screenshot(report: Path, png: Path, work: Path, size: str = "1400,900", timeout: int = 120) -> None:
-    subprocess.run([chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={work / 'chromium-shot'}",
-                    "--virtual-time-budget=20000", f"--window-size={size}", f"--screenshot={png}",
-                    report.as_uri()], capture_output=True, timeout=timeout, check=True)
+def screenshot(report: Path, png: Path, work: Path, category: str, subcategory: str, result: str | None = None,
+               size: str = "1400,900", timeout: int = 180) -> None:
+    """A PNG of the report as a reader sees it with a subcategory open (and `result` shown)."""
+    where = json.dumps({"navbarMode": "subcategory", "category": category, "subcategory": subcategory})
+    show = f"setTimeout(() => app.setView({where}), 300);"
+    if result is not None:  # the image view first: showCategory's menu state must not be overwritten
+        show += (f"const r = results[{json.dumps(result)}];"
+                 f"app.setView({{content: 'img', contentPath: r.data_uri, resultPath: {json.dumps(result)}}});")
+    head, tag, tail = report.read_text().rpartition("</body>")
+    page = work / "report_shown.html"
+    page.write_text(head + f"<script>window.addEventListener('load', () => setTimeout(() => {{{show}}}, 300));"
+                    "</script>" + tag + tail)
+    subprocess.run([chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={work / 'chromium-shot'}", "--hide-scrollbars",
+                    "--virtual-time-budget=20000", f"--window-size={size}", f"--screenshot={png}", page.as_uri()],
+                   capture_output=True, timeout=timeout, check=True)
