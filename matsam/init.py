@@ -207,7 +207,8 @@ def config_text(guesses: list[DatasetGuess]) -> str:
         if g.pixel_size_um is not None:
             out.append(f"    pixel_size_um: {g.pixel_size_um:.6g}  # from the TIFF's calibration")
         else:
-            out.append("    # pixel_size_um: 0.1  # µm per pixel: µm columns and ASTM grain size G")
+            use = "µm columns and ASTM grain size G" if g.mode == "grain" else "µm columns"
+            out.append(f"    # pixel_size_um: 0.1  # µm per pixel: {use}")
     return "\n".join(out) + "\n"
 
 
