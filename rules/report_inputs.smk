@@ -9,7 +9,7 @@ def dataset_objects(wildcards):
 def sam_checkpoints():
     """(model, checkpoint) of every dataset, for the weights' sha256 in the run report."""
     return sorted(
-        {(d.method.sam.model, d.method.sam.checkpoint or "") for d in DATASETS.values()}
+        {(d.method.model.name, d.method.model.checkpoint or "") for d in DATASETS.values()}
     )
 
 
