@@ -72,6 +72,9 @@ def measure(dataset, results: Path) -> tuple[pd.DataFrame, dict[str, list[np.nda
     """Per field and method: G (planimetric, Heyn) and grain counts; the grain sizes per method."""
     rows, sizes = [], {}
     for image, label_file in sorted(dataset.labels.items()):
+        if not (REPO / f"{results}/{dataset.name}/{image}/labels.tif").is_file():
+            print(f"{dataset.name}/{image}: no labels.tif (not segmented yet), left out", file=sys.stderr)
+            continue
         rgb = io.read_image(REPO / f"{results}/_work/{dataset.name}/{image}/image.png")
         label = io.read_label(label_file, rgb.shape[:2])
         truth, _ = metrics.split_ignore(label)
