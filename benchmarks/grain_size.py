@@ -143,7 +143,7 @@ def main() -> None:
              + (f", pipeline {seconds / 60:.1f} min" if seconds else "") + ".", ""]
     for name, dataset in datasets.items():
         table, sizes = measure(dataset, Path(results))
-        lines += tables(name, table, sizes)
+        lines += tables(name, table, sizes) if len(table) else [f"### {name}: no segmented image yet", ""]
     text = "\n".join(lines)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(text)
