@@ -113,7 +113,7 @@ def tables(name: str, table: pd.DataFrame, sizes: dict[str, list[np.ndarray]]) -
             cells += [f"{d.loc[field, 'n']:.1f}", f"{d.loc[field, 'plan']:+.2f}", f"{d.loc[field, 'heyn']:+.2f}"]
         lines.append(f"| {field} | " + " | ".join(cells) + " |")
     lines += ["", f"### {name}: per set ({len(ref)} fields; goal: mean |ΔG| ≤ {GOAL_IMAGE}, |set ΔG| ≤ {GOAL_SET})", "",
-              "| method | mean |ΔG| plan. | mean |ΔG| Heyn | set ΔG plan. | set ΔG Heyn | KS statistic (diameters) "
+              "| method | mean abs ΔG plan. | mean abs ΔG Heyn | set ΔG plan. | set ΔG Heyn | KS statistic (diameters) "
               "| grains / field (ref " + f"{ref['astm_n_counted'].mean():.1f}) |", "|---|---|---|---|---|---|---|"]
     ref_sizes = np.concatenate(sizes["reference"])
     for method, d in delta.items():
