@@ -72,7 +72,8 @@ def test_a_missing_folder_is_a_one_line_error(tmp_path):
 
 @pytest.mark.slow
 def test_init_on_nbs2_then_the_pipeline_runs(shared_data, mobile_sam_weights, tmp_path):
-    """The written config runs as is: one image's full chain (labels, COCO, metrics)."""
+    """The written config runs as is: one image's full chain (labels, COCO, metrics); one image per
+    SAM job (a scheduling setting, not a method one) so that only that image is segmented."""
     config = tmp_path / "nbs2.yaml"
     subprocess.run([*MATSAM, "init", str(shared_data / "phase" / "nbs2"), "-o", str(config)], check=True)
     settings = yaml.safe_load(config.read_text())
@@ -80,7 +81,8 @@ def test_init_on_nbs2_then_the_pipeline_runs(shared_data, mobile_sam_weights, tm
     target = "results/nbs2/spot2_0d_0"
     result = subprocess.run(
         [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
-         "--configfile", str(config), "--cores", "2", f"{target}/metrics.csv", f"{target}/objects.coco.json"],
+         "--configfile", str(config), "--config", "sam_images_per_job=1", "--cores", "2",
+         f"{target}/metrics.csv", f"{target}/objects.coco.json"],
         capture_output=True, text=True, timeout=1500)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = __import__("pandas").read_csv(tmp_path / target / "metrics.csv").set_index("method")
