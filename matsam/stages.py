@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 import pandas as pd
 
-from . import baselines, io, metrics, prompts, quantify
+from . import baselines, io, metrics, phases, prompts, quantify
 from .config import MethodConfig
 from .crops import Crop, crop_boxes
 from .masks import CropMasks
@@ -83,22 +83,26 @@ def segment_images(names: Sequence[str], images: Sequence[PathLike], crops_files
 def merge_masks(image: PathLike, crops_file: PathLike, prompts_file: PathLike, masks_dir: PathLike, name: str,
                 labels_out: PathLike, map_out: PathLike, cfg: MethodConfig) -> None:
     """Cross-crop NMS and post-processing into labels.tif plus boundaries.png or phase.png (0/1,
-    or class ids 0..n_phases-1 with `merge.n_phases` > 2)."""
+    or class ids 0..n_phases-1 with `merge.n_phases` > 2: from the objects' features or the grey
+    levels, `merge.phase_classes`)."""
     rgb = io.read_image(image)
     gray = prompts.to_gray8(rgb)
     height, width = gray.shape
     crops = read_crops(crops_file)
     crop_masks = [CropMasks.from_arrays(io.read_npz(mask_file(masks_dir, name, c.index))) for c in crops]
     cands = cross_crop_nms(candidates(crops, crop_masks, height, width, cfg.merge), cfg.merge.crop_nms_thresh)
+    multiphase = cfg.mode == "phase" and cfg.merge.n_phases > 2
     if cfg.mode == "grain":
         labels, mask = merge_grains(cands, rgb, cfg.merge)
-    elif cfg.merge.n_phases > 2:
+    elif multiphase and phases.use_grey_classes(prompts.blurred(gray, cfg.prompts.blur), cfg.merge):
         labels, mask = merge_multiphase(cands, prompts.blurred(gray, cfg.prompts.blur), cfg.merge)
     else:
         pre = io.read_npz(prompts_file)
         threshold, foreground = float(pre["threshold"]), str(pre["foreground"])
         side, depth = phase_side(gray, threshold, foreground, cfg)
         labels, mask = merge_phase(cands, side, cfg.merge, depth)
+        if multiphase:  # the binary phase objects, classed by their features
+            mask = phases.feature_classes(labels, gray, cfg.merge)
     io.write_tiff(labels_out, labels)
     io.write_png(map_out, mask)
 
