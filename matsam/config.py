@@ -130,8 +130,8 @@ class MergeConfig:
     n_phases: int = 2
     # With n_phases > 2, how the phase objects get their classes: "features" clusters them by
     # `phase_features` (matsam/phases.py: classes of one grey level that differ in size or
-    # shape), "grey" splits the image by multi-level Otsu, "auto" takes "grey" only when the
-    # matrix's grey lies between the phases' (phases on both sides of it) and "features" otherwise.
+    # shape), "grey" splits the image by multi-level Otsu, "auto" takes the features when they
+    # split the objects cleanly into n_phases - 1 classes and the grey split otherwise.
     phase_classes: Literal["auto", "features", "grey"] = "auto"
     # ... the object features the classes are split on (names: matsam.phases.FEATURES); each split
     # uses the one feature that separates the objects most cleanly.

@@ -16,7 +16,7 @@ import numpy as np
 from skimage.measure import regionprops
 
 from .config import MergeConfig
-from .merge import boundary_map, intensity_classes, matrix_class
+from .merge import Candidate, boundary_map, merge_multiphase
 
 # Two modes closer than this (Ashman's D) are one class seen twice, not two classes.
 MIN_SEPARATION = 2.0
@@ -26,18 +26,22 @@ MIN_CLASS_OBJECTS = 3
 MIN_CLASS_SHARE = 0.1
 
 
-def use_grey_classes(smooth_gray: np.ndarray, cfg: MergeConfig) -> bool:
-    """Whether `cfg.phase_classes` asks for the multi-level Otsu grey split.
+def multiphase_classes(cands: list[Candidate], labels: np.ndarray, gray: np.ndarray, smooth_gray: np.ndarray,
+                       cfg: MergeConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Objects (H, W) uint32 and class map (H, W) uint8 for `cfg.n_phases` > 2 classes.
 
-    `auto` takes it when the matrix's grey lies between the others' (phases on both sides of the
-    matrix, which one threshold against the matrix cannot find), and the object features
-    otherwise: then every phase lies on one side of the matrix, and its objects are separated by
-    size, shape and grey together.
+    labels: the binary merge's phase objects (SAM objects, small ones trimmed to the threshold,
+    missed regions). `phase_classes: features` classes them by their features; `grey` replaces
+    them by the multi-level Otsu split (merge.merge_multiphase); `auto` takes the features when
+    they split the objects cleanly into `n_phases - 1` classes and the grey split otherwise: then
+    the phases differ in grey alone, possibly on both sides of the matrix, which one threshold
+    against the matrix cannot find.
     """
-    if cfg.phase_classes != "auto":
-        return cfg.phase_classes == "grey"
-    classes = intensity_classes(smooth_gray, cfg.n_phases)
-    return matrix_class(classes, cfg.n_phases) not in (0, cfg.n_phases - 1)
+    if cfg.phase_classes != "grey":
+        classes = feature_classes(labels, gray, cfg)
+        if cfg.phase_classes == "features" or int(classes.max()) == cfg.n_phases - 1:
+            return labels.astype(np.uint32), classes
+    return merge_multiphase(cands, smooth_gray, cfg)
 
 
 def object_features(labels: np.ndarray, gray: np.ndarray, names: tuple[str, ...]) -> np.ndarray:

@@ -18,7 +18,7 @@ from . import baselines, io, metrics, phases, prompts, quantify
 from .config import MethodConfig
 from .crops import Crop, crop_boxes
 from .masks import CropMasks
-from .merge import candidates, cross_crop_nms, merge_grains, merge_multiphase, merge_phase
+from .merge import candidates, cross_crop_nms, merge_grains, merge_phase
 from .overlay import overlay
 
 if TYPE_CHECKING:
@@ -91,18 +91,16 @@ def merge_masks(image: PathLike, crops_file: PathLike, prompts_file: PathLike, m
     crops = read_crops(crops_file)
     crop_masks = [CropMasks.from_arrays(io.read_npz(mask_file(masks_dir, name, c.index))) for c in crops]
     cands = cross_crop_nms(candidates(crops, crop_masks, height, width, cfg.merge), cfg.merge.crop_nms_thresh)
-    multiphase = cfg.mode == "phase" and cfg.merge.n_phases > 2
     if cfg.mode == "grain":
         labels, mask = merge_grains(cands, rgb, cfg.merge)
-    elif multiphase and phases.use_grey_classes(prompts.blurred(gray, cfg.prompts.blur), cfg.merge):
-        labels, mask = merge_multiphase(cands, prompts.blurred(gray, cfg.prompts.blur), cfg.merge)
     else:
         pre = io.read_npz(prompts_file)
         threshold, foreground = float(pre["threshold"]), str(pre["foreground"])
         side, depth = phase_side(gray, threshold, foreground, cfg)
         labels, mask = merge_phase(cands, side, cfg.merge, depth)
-        if multiphase:  # the binary phase objects, classed by their features
-            mask = phases.feature_classes(labels, gray, cfg.merge)
+        if cfg.merge.n_phases > 2:
+            smooth = prompts.blurred(gray, cfg.prompts.blur)
+            labels, mask = phases.multiphase_classes(cands, labels, gray, smooth, cfg.merge)
     io.write_tiff(labels_out, labels)
     io.write_png(map_out, mask)
 
