@@ -133,8 +133,11 @@ def quantify_objects(raw_image: PathLike, labels_file: PathLike, map_file: PathL
     intensity = io.to_gray(io.read_image(raw_image))
     labels = io.read_image(labels_file).astype(np.int64)
     pixel = cfg.quantify.pixel_size_um
-    io.write_csv(objects_out, quantify.object_table(labels, intensity, pixel))
+    table = quantify.object_table(labels, intensity, pixel)
     phase = io.read_image(map_file) if cfg.mode == "phase" else None
+    if phase is not None and phase.max(initial=0) > 1:  # multi-phase: each object's class
+        table.insert(1, "class", quantify.object_classes(labels, phase)[1])
+    io.write_csv(objects_out, table)
     row = {"image": image_name, "mode": cfg.mode, **quantify.image_summary(labels, cfg.mode, pixel, phase)}
     io.write_json(summary_out, row)
 
