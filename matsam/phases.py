@@ -18,13 +18,14 @@ from skimage.measure import regionprops
 from .config import MergeConfig
 from .merge import Candidate, boundary_map, merge_multiphase
 
-# Two modes closer than this (Ashman's D) are one class seen twice, not two classes.
-MIN_SEPARATION = 2.0
+# Two modes closer than this (Ashman's D) are one class seen twice, not two classes: a mixture
+# is bimodal from D = 2, and two Gaussians fitted to a hundred values of one normal population
+# reach D = 2.4 by chance.
+MIN_SEPARATION = 2.5
 # A class needs at least this many objects and this share of them: a handful of outliers (dust,
 # a false detection, a scratch) is not a phase.
 MIN_CLASS_OBJECTS = 3
 MIN_CLASS_SHARE = 0.1
-
 
 def multiphase_classes(cands: list[Candidate], labels: np.ndarray, gray: np.ndarray, smooth_gray: np.ndarray,
                        cfg: MergeConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -85,39 +86,46 @@ def object_features(labels: np.ndarray, gray: np.ndarray, names: tuple[str, ...]
     return out
 
 
-def two_gaussians(x: np.ndarray, iterations: int = 100) -> tuple[np.ndarray, float]:
-    """Split 1-D values into two Gaussian modes by EM; returns (in the upper mode, separation).
+def two_gaussians(x: np.ndarray, iterations: int = 200) -> tuple[np.ndarray, float]:
+    """Fit a two-component 1-D Gaussian mixture by EM; returns (in the upper mode, separation).
 
     Started from the split of least within-class variance (exact on sorted values), so the result
-    does not depend on a random start. Separation is Ashman's D, |m1 - m2| / sqrt((s1² + s2²) / 2):
-    above 2 the two modes are cleanly apart.
+    does not depend on a random start. Separation is Ashman's D of the fitted components,
+    |m1 - m2| / sqrt((s1² + s2²) / 2): a mixture with D <= 2 has one mode, above 2 the modes are
+    apart. Values go to the component of higher posterior. No split (all False, 0.0) when either
+    side would hold fewer than MIN_CLASS_OBJECTS or MIN_CLASS_SHARE of the values.
     """
+    none = (np.zeros(x.shape, bool), 0.0)
     order = np.sort(x)
     m = order.size
     if m < 2 * MIN_CLASS_OBJECTS or order[0] == order[-1]:
-        return np.zeros(x.shape, bool), 0.0
+        return none
     csum, csq = np.cumsum(order), np.cumsum(order**2)
     k = np.arange(1, m)
     within = (csq[:-1] - csum[:-1] ** 2 / k) + (csq[-1] - csq[:-1] - (csum[-1] - csum[:-1]) ** 2 / (m - k))
-    cut = order[int(np.argmin(within))]
-    upper = x > cut
+    resp = (x > order[int(np.argmin(within))]).astype(np.float64)  # P(upper) per value
     floor = 1e-3 * (order[-1] - order[0])
+    previous = -np.inf
     for _ in range(iterations):
-        weights = np.array([np.mean(~upper), np.mean(upper)])
-        if weights.min() == 0:
-            return np.zeros(x.shape, bool), 0.0
-        means = np.array([x[~upper].mean(), x[upper].mean()])
-        sds = np.maximum(np.array([x[~upper].std(), x[upper].std()]), floor)
-        log_p = np.log(weights) - np.log(sds) - 0.5 * ((x[:, None] - means) / sds) ** 2
-        new = log_p[:, 1] > log_p[:, 0]
-        if (new == upper).all():
+        r = np.stack([1 - resp, resp], axis=1)
+        weight = r.sum(axis=0)
+        if weight.min() < 1e-9:
+            return none
+        means = (r * x[:, None]).sum(axis=0) / weight
+        sds = np.maximum(np.sqrt((r * (x[:, None] - means) ** 2).sum(axis=0) / weight), floor)
+        log_p = np.log(weight / m) - np.log(sds) - 0.5 * ((x[:, None] - means) / sds) ** 2
+        top = log_p.max(axis=1, keepdims=True)
+        likelihood = float((top[:, 0] + np.log(np.exp(log_p - top).sum(axis=1))).sum())
+        resp = 1 / (1 + np.exp(np.clip(log_p[:, 0] - log_p[:, 1], -50, 50)))
+        if likelihood - previous < 1e-9 * abs(likelihood):
             break
-        upper = new
+        previous = likelihood
+    upper = resp > 0.5
+    if means[0] > means[1]:
+        upper = ~upper
     if min(int(upper.sum()), int((~upper).sum())) < max(MIN_CLASS_OBJECTS, MIN_CLASS_SHARE * m):
-        return np.zeros(x.shape, bool), 0.0
-    lo, hi = x[~upper], x[upper]
-    spread = np.sqrt((lo.var() + hi.var()) / 2)
-    return upper, float(abs(hi.mean() - lo.mean()) / max(spread, floor))
+        return none
+    return upper, float(abs(means[1] - means[0]) / np.sqrt((sds[0] ** 2 + sds[1] ** 2) / 2))
 
 
 def best_split(features: np.ndarray) -> tuple[np.ndarray, float]:

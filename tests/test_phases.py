@@ -1,0 +1,113 @@
+"""Multi-phase classes from object features (matsam/phases.py) on synthetic micrographs."""
+
+import cv2
+import numpy as np
+import pytest
+from synthetic import coating_micrograph, size_phase_micrograph, three_phase_micrograph
+
+from matsam import metrics, phases
+from matsam.config import ConfigError, MergeConfig, method_config
+from matsam.merge import Candidate
+from matsam.prompts import blurred
+
+
+def objects_of(classes: np.ndarray) -> np.ndarray:
+    """Every 8-connected phase piece as one object, as the binary merge gives them."""
+    return cv2.connectedComponents((classes > 0).astype(np.uint8), connectivity=8)[1]
+
+
+def class_ious(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    return metrics.multiclass_scores(predicted, truth, np.zeros(truth.shape, bool))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_size_separated_classes_are_recovered(seed):
+    image, truth = size_phase_micrograph(seed)
+    classes = phases.feature_classes(objects_of(truth), image[..., 0], MergeConfig(n_phases=3))
+    # Class 1 is the class covering the most pixels: the large discs, as in the truth.
+    np.testing.assert_array_equal(classes, truth)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_shape_separated_classes_are_recovered(seed):
+    image, truth = coating_micrograph(seed)
+    classes = phases.feature_classes(objects_of(truth), image[..., 0], MergeConfig(n_phases=3))
+    scores = class_ious(classes, truth)
+    assert scores["iou_class_1"] == 1.0 and scores["iou_class_2"] == 1.0  # oxides and cracks
+
+
+def test_shape_classes_need_a_shape_feature():
+    image, truth = coating_micrograph(0)
+    size_only = MergeConfig(n_phases=3, phase_features=("log_area",))
+    classes = phases.feature_classes(objects_of(truth), image[..., 0], size_only)
+    assert class_ious(classes, truth)["iou_class_2"] < 0.5  # cracks and oxides overlap in area
+
+
+def test_objects_of_one_kind_stay_one_class():
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:256, :256]
+    truth = np.zeros((256, 256), np.uint8)
+    for i in range(36):  # a 6 x 6 grid of discs, radius normal around 9.5 px: one population
+        cy, cx = 22 + 42 * (i // 6), 22 + 42 * (i % 6)
+        truth[(yy - cy) ** 2 + (xx - cx) ** 2 <= rng.normal(9.5, 1.0) ** 2] = 1
+    image = np.where(truth > 0, 80, 170).astype(np.uint8)
+    classes = phases.feature_classes(objects_of(truth), image, MergeConfig(n_phases=3))
+    np.testing.assert_array_equal(classes, truth)
+
+
+def test_two_gaussians_splits_two_modes_and_not_one():
+    rng = np.random.default_rng(0)
+    two = np.concatenate([rng.normal(0, 1, 60), rng.normal(8, 1, 30)])
+    upper, separation = phases.two_gaussians(two)
+    assert separation > 5 and upper.sum() == 30 and upper[60:].all()
+    _, separation = phases.two_gaussians(rng.normal(0, 1, 90))
+    assert separation < phases.MIN_SEPARATION
+    # A few outliers are no class of their own.
+    upper, _ = phases.two_gaussians(np.concatenate([rng.normal(0, 1, 95), [30.0, 31.0, 32.0, 33.0]]))
+    assert not upper.any()
+
+
+def test_four_phases_split_the_objects_twice():
+    _, both = coating_micrograph(0)  # oxides (1) and cracks (2), plus 30 specks (3) of r 3 px
+    rng = np.random.default_rng(0)
+    added = 0
+    while added < 30:
+        speck = np.zeros(both.shape, np.uint8)
+        cv2.circle(speck, tuple(int(v) for v in rng.integers(5, 250, 2)), 3, 1, -1)
+        if not (cv2.dilate(speck, np.ones((7, 7), np.uint8)) & (both > 0)).any():
+            both[speck > 0] = 3
+            added += 1
+    image = np.where(both > 0, 80, 170).astype(np.uint8)
+    classes = phases.feature_classes(objects_of(both), image, MergeConfig(n_phases=4))
+    assert set(np.unique(classes)) == {0, 1, 2, 3}
+    assert min(class_ious(classes, both)[f"iou_class_{k}"] for k in (1, 2, 3)) == 1.0
+
+
+def test_auto_falls_back_to_the_grey_split_when_the_features_do_not_split():
+    gray, truth, discs = three_phase_micrograph(seed=0)  # dark and bright discs of one size
+    smooth = blurred(gray, 3)
+    dark = [d for d in discs if d[3] == 1]
+    masks = []
+    for cx, cy, r, _ in discs:
+        m = np.zeros(gray.shape, np.uint8)
+        cv2.circle(m, (cx, cy), r, 1, -1)
+        masks.append(m.astype(bool))
+    cands = [Candidate(m, 0, 0, m.size, 0.9) for m in masks]
+    binary = np.zeros(gray.shape, np.int32)
+    for i, (cx, cy, r, _) in enumerate(dark, start=1):
+        cv2.circle(binary, (cx, cy), r, i, -1)
+    labels, classes = phases.multiphase_classes(cands, binary, gray, smooth, MergeConfig(n_phases=3))
+    assert (classes[truth == 2] == 2).mean() > 0.95 and (classes[truth == 1] == 1).mean() > 0.95
+    forced = MergeConfig(n_phases=3, phase_classes="features")
+    labels, classes = phases.multiphase_classes(cands, binary, gray, smooth, forced)
+    np.testing.assert_array_equal(labels, binary)
+    assert not classes[truth == 2].any() and set(np.unique(classes)) == {0, 1}
+
+
+def test_phase_class_settings_are_checked():
+    cfg = method_config("phase", {"merge": {"phase_classes": "grey", "phase_features": ["log_area", "thinness"]}})
+    assert cfg.merge.phase_features == ("log_area", "thinness")
+    with pytest.raises(ConfigError, match=r"d\.merge: phase_features must be .*got \['size'\]"):
+        method_config("phase", {"merge": {"phase_features": ["size"]}}, where="d")
+    with pytest.raises(ConfigError, match="phase_classes must be auto, features or grey"):
+        MergeConfig(phase_classes="colour")
