@@ -1,7 +1,12 @@
 """Multi-phase classes from object features (matsam/phases.py) on synthetic micrographs."""
 
+import json
+import subprocess
+import sys
+
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 from synthetic import coating_micrograph, size_phase_micrograph, three_phase_micrograph
 
@@ -111,3 +116,36 @@ def test_phase_class_settings_are_checked():
         method_config("phase", {"merge": {"phase_features": ["size"]}}, where="d")
     with pytest.raises(ConfigError, match="phase_classes must be auto, features or grey"):
         MergeConfig(phase_classes="colour")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("make", [size_phase_micrograph, coating_micrograph], ids=["size", "shape"])
+def test_pipeline_with_three_phases_gives_classes_and_per_class_tables(tmp_path, mobile_sam_weights, make):
+    image, truth = make(0)
+    cv2.imwrite(str(tmp_path / "img.png"), image)
+    cv2.imwrite(str(tmp_path / "label.png"), truth)
+    (tmp_path / "cfg.yaml").write_text("merge: {n_phases: 3}\n")
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "matsam.cli", "segment", str(tmp_path / "img.png"), "--mode", "phase", "-o", str(out),
+         "--config", str(tmp_path / "cfg.yaml"), "--label", str(tmp_path / "label.png")],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    phase = cv2.imread(str(out / "phase.png"), cv2.IMREAD_UNCHANGED)
+    assert set(np.unique(phase)) == {0, 1, 2}
+    metrics_row = pd.read_csv(out / "metrics.csv").set_index("method")
+    ours = metrics_row.loc["matsam"]
+    assert ours.iou_class_1 > 0.8 and ours.iou_class_2 > 0.6 and ours.miou > 0.85
+    assert metrics_row.loc["otsu", "miou"] < ours.miou - 0.1  # one threshold finds one class
+    objects = pd.read_csv(out / "objects.csv")
+    summary = json.loads((out / "summary.json").read_text())
+    for k in (1, 2):
+        of_k = objects[objects["class"] == k]
+        assert summary[f"n_objects_class_{k}"] == len(of_k) > 0
+        assert summary[f"mean_area_px_class_{k}"] == pytest.approx(of_k.area_px.mean())
+        assert summary[f"fraction_class_{k}"] == pytest.approx((phase == k).mean())
+    if make is size_phase_micrograph:  # class 1: the large discs
+        assert objects[objects["class"] == 1].area_px.median() > 10 * objects[objects["class"] == 2].area_px.median()
+    overlay = cv2.imread(str(out / "overlay.png"))
+    assert overlay.shape == image.shape and not (overlay == image).all()
