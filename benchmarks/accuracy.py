@@ -6,7 +6,7 @@ and each baseline, beside the MatSAM paper's SAM ViT-H and OTSU numbers (mean Io
 {background, foreground}, the official notebook's metric); the multi-phase datasets (3-class
 labels, `n_phases: 3`) in a table of their own, with matsam's grey-level split beside.
 
-    .venv/bin/python benchmarks/accuracy.py [--cores 2] [--skip-run]
+    .venv/bin/python benchmarks/accuracy.py [--cores 2] [--skip-run] [--multiphase-only]
 """
 
 from __future__ import annotations
@@ -24,15 +24,16 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "config" / "shared-data.yaml"
 OUT = REPO / "benchmarks" / "results" / "accuracy.md"
+OUT_MULTIPHASE = REPO / "benchmarks" / "results" / "accuracy_multiphase.md"
 # MatSAM paper (Li et al. 2024), mean IoU: SAM ViT-H with per-dataset settings, and its OTSU.
 # `<dataset>_grey`: the same images and labels merged with the grey-level split (phase_classes: grey).
 GREY_SUFFIX = "_grey"
 PAPER = {"nbs2": (0.9116, 0.7516), "nbs3": (0.8167, 0.6678), "aza": (0.9578, 0.8853), "uhcs": (0.7584, 0.5370)}
 
 
-def run_pipeline(cores: int) -> float:
+def run_pipeline(cores: int, config: Path = CONFIG) -> float:
     start = time.perf_counter()
-    cmd = [sys.executable, "-m", "snakemake", "--cores", str(cores), "--configfile", str(CONFIG),
+    cmd = [sys.executable, "-m", "snakemake", "--cores", str(cores), "--configfile", str(config),
            "--keep-going", "--rerun-incomplete"]
     subprocess.run(cmd, cwd=REPO, check=True)
     return time.perf_counter() - start
@@ -114,16 +115,31 @@ def multiphase_section(multi: pd.DataFrame) -> list[str]:
     return lines + [""]
 
 
+def multiphase_config(config: dict) -> dict:
+    """The configuration with only its multi-phase datasets (`merge.n_phases` > 2)."""
+    datasets = {name: d for name, d in config["datasets"].items()
+                if d.get("overrides", {}).get("merge", {}).get("n_phases", 2) > 2}
+    return {**config, "datasets": datasets}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--skip-run", action="store_true", help="only tabulate existing results")
+    parser.add_argument("--multiphase-only", action="store_true",
+                        help=f"only the multi-phase datasets (minutes, not an hour) -> {OUT_MULTIPHASE.name}")
     args = parser.parse_args()
-    seconds = None if args.skip_run else run_pipeline(args.cores)
-    results = REPO / yaml.safe_load(CONFIG.read_text())["results"]
-    text = report(results, seconds)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(text)
+    config, out = yaml.safe_load(CONFIG.read_text()), OUT
+    path = CONFIG
+    if args.multiphase_only:
+        config, out = multiphase_config(config), OUT_MULTIPHASE
+        path = REPO / "benchmarks" / "work" / "shared-data-multiphase.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+    seconds = None if args.skip_run else run_pipeline(args.cores, path)
+    text = report(REPO / config["results"], seconds)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
     print(text)
 
 

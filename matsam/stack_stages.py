@@ -49,8 +49,8 @@ SUMMARY_COLUMNS = [
 
 def read_slices(files: Sequence[PathLike], kind: str) -> np.ndarray:
     """Stack per-slice images into one (z, y, x) array; a slice of another size is an error
-    naming it. kind: "labels" (uint32 TIFF), "mask" (0/1 PNG -> bool) or "grey" (RGB PNG ->
-    uint8 grey)."""
+    naming it. kind: "labels" (uint32 TIFF), "mask" (0/1 or class-id PNG -> uint8) or "grey"
+    (RGB PNG -> uint8 grey)."""
     first = None
     out = None
     for z, f in enumerate(files):
@@ -58,8 +58,8 @@ def read_slices(files: Sequence[PathLike], kind: str) -> np.ndarray:
         if kind == "grey":
             image = cv2.cvtColor(image[..., :3], cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
             image = image.astype(np.uint8, copy=False)
-        elif kind == "mask":
-            image = image > 0
+        elif kind == "mask":  # 0/1 masks as bool, multi-phase class maps as uint8 class ids
+            image = image.astype(np.uint8, copy=False)
         else:
             image = image.astype(np.uint32, copy=False)
         if out is None:

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import cv2
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
@@ -167,3 +168,37 @@ def test_superalloy_tertiary_particles_get_their_own_class(tmp_path, mobile_sam_
     scores = pd.read_csv(tmp_path / "out" / "metrics.csv").set_index("method")
     assert scores.loc["matsam", "miou"] >= 0.75 and scores.loc["matsam", "iou_class_2"] >= 0.45
     assert scores.loc["matsam", "miou"] > scores.drop("matsam").miou.max() + 0.2
+
+
+def test_phase_stack_keeps_the_classes(tmp_path):
+    """A multi-phase stack: 3D objects of one class each, a `classes` dataset, per-class columns."""
+    from test_stack_workflow import outputs_in
+
+    from matsam import io
+    from matsam.stack_stages import link_stack
+
+    classes = np.zeros((4, 64, 64), np.uint8)
+    classes[:, 10:40, 10:40] = 1  # a large particle through every slice
+    classes[1:3, 40:44, 20:24] = 2  # a small one of the other class touching it, on two slices
+    files = {"labels": [], "maps": [], "grey": []}
+    for z, sl in enumerate(classes):
+        folder = tmp_path / f"slice_{z}"
+        io.write_tiff(folder / "labels.tif", cv2.connectedComponents((sl > 0).astype(np.uint8))[1].astype(np.uint32))
+        io.write_png(folder / "phase.png", sl)
+        io.write_png(folder / "image.png", np.where(sl > 0, 80, 170).astype(np.uint8))
+        for key, name in (("labels", "labels.tif"), ("maps", "phase.png"), ("grey", "image.png")):
+            files[key].append(folder / name)
+    outputs = outputs_in(tmp_path / "out")
+    row = link_stack(files["labels"], files["maps"], files["grey"], outputs,
+                     {"stack": "s", "mode": "phase", "voxel_size_um": None, "align": False})
+    assert row["n_grains_3d"] == 2
+    with h5py.File(outputs["labels3d"], "r") as f:
+        labels3d, stored = f["labels"][()], f["classes"][()]
+    np.testing.assert_array_equal(stored, classes)
+    for k in (1, 2):
+        assert len(np.unique(labels3d[classes == k])) == 1
+    table = pd.read_csv(outputs["grains3d"]).set_index("class")
+    assert table.loc[1, "volume_vox"] == 4 * 900 and table.loc[2, "volume_vox"] == 2 * 16
+    summary = pd.read_csv(outputs["summary"]).iloc[0]
+    assert summary.phase_volume_fraction == pytest.approx((classes > 0).mean(), rel=1e-4)
+    assert summary.volume_fraction_class_2 == pytest.approx((classes == 2).mean(), rel=1e-4)
