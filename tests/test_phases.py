@@ -202,3 +202,23 @@ def test_phase_stack_keeps_the_classes(tmp_path):
     summary = pd.read_csv(outputs["summary"]).iloc[0]
     assert summary.phase_volume_fraction == pytest.approx((classes > 0).mean(), rel=1e-4)
     assert summary.volume_fraction_class_2 == pytest.approx((classes == 2).mean(), rel=1e-4)
+
+
+def test_binary_results_ignore_the_class_settings(tmp_path):
+    """n_phases 2: phase.png stays the 0/1 mask of the binary merge, whatever the class settings."""
+    from test_merge import three_phase_case, write_merge_inputs
+
+    from matsam import io, stages
+
+    gray, truth, _, _, cands, _ = three_phase_case()
+    write_merge_inputs(tmp_path, gray, cands)
+    outputs = []
+    for merge in ({}, {"phase_classes": "features", "phase_features": ["thinness"]}, {"phase_classes": "grey"}):
+        cfg = method_config("phase", {"merge": merge})
+        out = tmp_path / str(len(outputs))
+        stages.merge_masks(tmp_path / "image.png", tmp_path / "crops.json", tmp_path / "prompts.npz",
+                           tmp_path / "masks", "img", out / "labels.tif", out / "phase.png", cfg)
+        outputs.append(((out / "labels.tif").read_bytes(), (out / "phase.png").read_bytes()))
+    assert outputs[0] == outputs[1] == outputs[2]
+    phase = io.read_image(tmp_path / "0" / "phase.png")
+    assert set(np.unique(phase)) == {0, 1} and phase[truth == 1].mean() > 0.99
