@@ -108,8 +108,8 @@ def multiphase_section(multi: pd.DataFrame) -> list[str]:
         lambda g: pd.Series({"n": g.n_images.sum(), **{c: (g[c] * g.n_images).sum() / g.n_images.sum()
                                                         for c in ("miou", "iou_class_1", "iou_class_2")}}),
         include_groups=False)
-    lines += ["", "All multi-phase images together (image-weighted):", "", "| method | images | mIoU | IoU class 1 | IoU class 2 |",
-              "|---|---|---|---|---|"]
+    lines += ["", "All multi-phase images together (image-weighted):", "",
+              "| method | images | mIoU | IoU class 1 | IoU class 2 |", "|---|---|---|---|---|"]
     for method, row in pooled.iterrows():
         lines.append(f"| {method} | {int(row.n)} | {row.miou:.4f} | {row.iou_class_1:.4f} | {row.iou_class_2:.4f} |")
     return lines + [""]

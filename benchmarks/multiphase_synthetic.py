@@ -83,7 +83,8 @@ def main() -> None:
     for (kind, method), row in means.iterrows():
         lines.append(f"| {kind} | {method} | {row.miou:.3f} | {row.iou_class_1:.3f} | {row.iou_class_2:.3f} "
                      f"| {row.iou:.3f} |")
-    lines += ["", "Per image (matsam features):", "", "| kind | seed | mIoU | class 1 | class 2 |", "|---|---|---|---|---|"]
+    lines += ["", "Per image (matsam features):", "",
+              "| kind | seed | mIoU | class 1 | class 2 |", "|---|---|---|---|---|"]
     for _, row in table[table.method == "matsam features"].iterrows():
         lines.append(f"| {row.kind} | {row.seed} | {row.miou:.3f} | {row.iou_class_1:.3f} | {row.iou_class_2:.3f} |")
     text = "\n".join(lines) + "\n"

@@ -138,22 +138,20 @@ def coating_micrograph(seed: int, size: int = 256, n_oxides: int = 12, n_cracks:
     classes = np.zeros((size, size), np.uint8)
     taken = np.zeros((size, size), np.uint8)
 
-    def place(draw) -> bool:
-        shape = np.zeros_like(taken)
-        draw(shape)
+    def place(shape: np.ndarray, cls: int) -> bool:
+        """Draw `shape` (0/1) as class `cls` unless it comes within 3 px of an earlier one."""
         if not shape.any() or (cv2.dilate(shape, np.ones((7, 7), np.uint8)) & taken).any():
             return False
         taken[:] |= shape
+        classes[shape > 0] = cls
         return True
 
     placed = 0
     while placed < n_oxides:
         centre = tuple(int(v) for v in rng.integers(16, size - 16, 2))
         axes = tuple(int(v) for v in rng.integers(6, 13, 2))
-        angle = float(rng.uniform(0, 180))
-        if place(lambda m: cv2.ellipse(m, centre, axes, angle, 0, 360, 1, -1)):
-            cv2.ellipse(classes, centre, axes, angle, 0, 360, 1, -1)
-            placed += 1
+        shape = cv2.ellipse(np.zeros_like(taken), centre, axes, float(rng.uniform(0, 180)), 0, 360, 1, -1)
+        placed += place(shape, 1)
     placed = 0
     while placed < n_cracks:
         start = rng.integers(10, size - 10, 2)
@@ -165,7 +163,5 @@ def coating_micrograph(seed: int, size: int = 256, n_oxides: int = 12, n_cracks:
         if (points < 4).any() or (points > size - 5).any():
             continue
         width = int(rng.integers(2, 4))
-        if place(lambda m: cv2.polylines(m, [points], False, 1, width)):
-            cv2.polylines(classes, [points], False, 2, width)
-            placed += 1
+        placed += place(cv2.polylines(np.zeros_like(taken), [points], False, 1, width), 2)
     return _grey_rgb(classes, (175.0, 70.0, 70.0), 6.0, rng), classes
