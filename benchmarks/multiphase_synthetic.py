@@ -44,7 +44,8 @@ def run_image(work: Path, image: np.ndarray, truth: np.ndarray, segmenter: Segme
     stages.prepare_image(work / "raw.png", prepared, cfg)
     stages.plan_crops(prepared, crops, cfg)
     stages.make_prompts(prepared, crops, points, cfg)
-    stages.segment_images(["img"], [prepared], [crops], [points], work / "masks", cfg, segmenter)
+    stages.embed_and_segment(["img"], [prepared], [crops], [points], work / "embeddings", work / "masks", cfg,
+                             segmenter)
     rows = []
     for method, classes in (("matsam features", "auto"), ("matsam grey split", "grey")):
         cfg = method_config("phase", {"merge": {"n_phases": 3, "phase_classes": classes}})
@@ -61,7 +62,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=4, help="images per kind")
     args = parser.parse_args()
-    segmenter = Segmenter.from_config(method_config("phase").sam)
+    segmenter = Segmenter.from_config(method_config("phase").model)
     rows = []
     start = time.perf_counter()
     for kind, make in KINDS.items():
