@@ -27,6 +27,7 @@ MIN_SEPARATION = 2.5
 MIN_CLASS_OBJECTS = 3
 MIN_CLASS_SHARE = 0.1
 
+
 def multiphase_classes(cands: list[Candidate], labels: np.ndarray, gray: np.ndarray, smooth_gray: np.ndarray,
                        cfg: MergeConfig) -> tuple[np.ndarray, np.ndarray]:
     """Objects (H, W) uint32 and class map (H, W) uint8 for `cfg.n_phases` > 2 classes.
