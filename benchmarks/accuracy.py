@@ -76,7 +76,8 @@ def report(results: Path, seconds: float | None) -> str:
         ours = metrics[metrics.method == "matsam"]
         key = "miou" if ours.miou.notna().any() else "ari"
         worst.append(ours.sort_values(key).head(2).assign(metric=key))
-    lines += ["", "## Weakest images (matsam)", "", "| image | metric | value |", "|---|---|---|"]
+    if worst:
+        lines += ["", "## Weakest images (matsam)", "", "| image | metric | value |", "|---|---|---|"]
     for frame in worst:
         for _, row in frame.iterrows():
             lines.append(f"| {row.image} | {row.metric} | {row[row.metric]:.4f} |")
