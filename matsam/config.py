@@ -15,6 +15,11 @@ Mode = Literal["grain", "phase"]
 MODES: tuple[str, ...] = ("grain", "phase")
 
 
+# Per-object features the multi-phase classes can be split on (described in matsam/phases.py).
+PHASE_FEATURES: tuple[str, ...] = ("log_area", "equivalent_diameter", "elongation", "solidity", "thinness",
+                                   "mean_intensity", "intensity_spread")
+
+
 class ConfigError(ValueError):
     """A configuration value is unknown or invalid."""
 
@@ -135,11 +140,25 @@ class MergeConfig:
     # Phase mode: intensity classes including the matrix. 2 = one phase of interest (a 0/1
     # phase.png); more splits the image by multi-level Otsu and phase.png holds class ids.
     n_phases: int = 2
+    # With n_phases > 2, how the phase objects get their classes: "features" clusters them by
+    # `phase_features` (matsam/phases.py: classes of one grey level that differ in size or
+    # shape), "grey" splits the image by multi-level Otsu, "auto" takes the features when they
+    # split the objects cleanly into n_phases - 1 classes and the grey split otherwise.
+    phase_classes: Literal["auto", "features", "grey"] = "auto"
+    # ... the object features the classes are split on (names: matsam.phases.FEATURES); each split
+    # uses the one feature that separates the objects most cleanly.
+    phase_features: tuple[str, ...] = ("log_area", "elongation", "solidity", "thinness", "mean_intensity")
 
     def __post_init__(self) -> None:
         if isinstance(self.n_phases, bool) or not isinstance(self.n_phases, int) or self.n_phases < 2:
             raise ConfigError(f"n_phases must be an integer >= 2 (the matrix and at least one phase), "
                               f"got {self.n_phases!r}")
+        if self.phase_classes not in ("auto", "features", "grey"):
+            raise ConfigError(f"phase_classes must be auto, features or grey, got {self.phase_classes!r}")
+        unknown = [f for f in self.phase_features if f not in PHASE_FEATURES]
+        if unknown or not self.phase_features:
+            raise ConfigError(f"phase_features must be a non-empty list of {', '.join(PHASE_FEATURES)}; "
+                              f"got {list(self.phase_features)!r}")
 
 
 @dataclass(frozen=True)

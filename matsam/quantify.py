@@ -297,7 +297,8 @@ def image_summary(
     dict
         ``n_objects``, ``mean_area_px``, ``mean_area_um2``, ``astm_g_planimetric``,
         ``astm_g_heyn``, ``phase_fraction`` (fraction of pixels in any phase); NaN where undefined.
-        A class map with ids above 1 adds ``fraction_class_<k>`` for k = 1..max id.
+        A class map with ids above 1 adds ``fraction_class_<k>``, ``n_objects_class_<k>`` and
+        ``mean_area_px_class_<k>`` for k = 1..max id.
     """
     labels = np.asarray(labels)
     n = np.unique(labels[labels > 0]).size
@@ -315,4 +316,23 @@ def image_summary(
         phase = np.asarray(phase)
         counts = np.bincount(phase.ravel().astype(np.int64))
         row.update({f"fraction_class_{k}": float(counts[k] / phase.size) for k in range(1, counts.size)})
+        ids, classes = object_classes(labels, phase)
+        areas = np.bincount(labels.ravel().astype(np.int64))[ids]
+        for k in range(1, counts.size):
+            of_k = areas[classes == k]
+            row[f"n_objects_class_{k}"] = int(of_k.size)
+            row[f"mean_area_px_class_{k}"] = float(of_k.mean()) if of_k.size else math.nan
     return row
+
+
+def object_classes(labels: np.ndarray, phase: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Object ids (increasing, as in `object_table`) and each one's class in a multi-phase class
+    map: the class most of its pixels have."""
+    flat = np.asarray(labels).ravel().astype(np.int64)
+    cls = np.asarray(phase).ravel().astype(np.int64)
+    n_classes = int(cls.max(initial=0)) + 1
+    votes = np.bincount(flat * n_classes + cls, minlength=(int(flat.max(initial=0)) + 1) * n_classes)
+    votes = votes.reshape(-1, n_classes)
+    ids = np.flatnonzero(votes.sum(axis=1))
+    ids = ids[ids > 0]
+    return ids, votes[ids].argmax(axis=1)

@@ -275,8 +275,9 @@ def stack_summary(
     phase_volume: np.ndarray | None = None,
 ) -> dict:
     """Stack-level numbers: n_grains_3d, mean_grain_volume_vox, mean_grain_volume_um3 (None
-    without `voxel_size_um`), phase_volume_fraction (fraction of voxels in the boolean (z, y, x)
-    `phase_volume` mask; None without it)."""
+    without `voxel_size_um`), phase_volume_fraction (fraction of voxels in the (z, y, x)
+    `phase_volume` mask, non-zero = phase; None without it), and per class with a multi-phase
+    class volume."""
     volumes = np.bincount(np.asarray(labels3d).ravel())[1:]
     volumes = volumes[volumes > 0]
     mean_vox = float(volumes.mean()) if volumes.size else 0.0
@@ -287,9 +288,18 @@ def stack_summary(
             mean_vox * float(np.prod(voxel_size_um)) if voxel_size_um is not None else None
         ),
         "phase_volume_fraction": (
-            float(np.mean(phase_volume, dtype=np.float64)) if phase_volume is not None else None
+            float(np.mean(np.asarray(phase_volume) > 0)) if phase_volume is not None else None
         ),
+        **class_volume_fractions(phase_volume),
     }
+
+
+def class_volume_fractions(phase_volume: np.ndarray | None) -> dict[str, float]:
+    """`volume_fraction_class_<k>` for a multi-phase class volume (ids above 1), else nothing."""
+    if phase_volume is None or np.asarray(phase_volume).max(initial=0) <= 1:
+        return {}
+    counts = np.bincount(np.asarray(phase_volume).ravel().astype(np.int64))
+    return {f"volume_fraction_class_{k}": float(counts[k] / counts.sum()) for k in range(1, counts.size)}
 
 
 def orthogonal_views(

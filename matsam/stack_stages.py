@@ -4,9 +4,11 @@
 slice's 2D result and grey image, links the slices (grain stacks: stack3d.link_slices; phase
 stacks: 3D connected components of the phase masks) and writes the stack's outputs atomically:
 
-    labels3d.h5   dataset `labels`, uint32 (z, y, x), chunked + gzip, voxel size attributes
-    grains3d.csv  one row per 3D object (stack3d.grain_table_3d)
-    summary.csv   one row: object count, mean volume, phase volume fraction, link statistics
+    labels3d.h5   dataset `labels`, uint32 (z, y, x), chunked + gzip, voxel size attributes;
+                  multi-phase stacks also `classes`, uint8 (z, y, x), each voxel's class
+    grains3d.csv  one row per 3D object (stack3d.grain_table_3d; multi-phase: its `class`)
+    summary.csv   one row: object count, mean volume, phase volume fraction (and per class),
+                  link statistics
     shifts.json   the (dy, dx) shift applied to every slice (all zero unless `align`)
     ortho_xy.png, ortho_xz.png, ortho_yz.png   middle sections, objects tinted over the grey
 """
@@ -23,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from . import io
+from .quantify import object_classes
 from .stack3d import (
     LinkConfig,
     apply_shifts,
@@ -46,8 +49,8 @@ SUMMARY_COLUMNS = [
 
 def read_slices(files: Sequence[PathLike], kind: str) -> np.ndarray:
     """Stack per-slice images into one (z, y, x) array; a slice of another size is an error
-    naming it. kind: "labels" (uint32 TIFF), "mask" (0/1 PNG -> bool) or "grey" (RGB PNG ->
-    uint8 grey)."""
+    naming it. kind: "labels" (uint32 TIFF), "mask" (0/1 or class-id PNG -> uint8) or "grey"
+    (RGB PNG -> uint8 grey)."""
     first = None
     out = None
     for z, f in enumerate(files):
@@ -55,8 +58,8 @@ def read_slices(files: Sequence[PathLike], kind: str) -> np.ndarray:
         if kind == "grey":
             image = cv2.cvtColor(image[..., :3], cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
             image = image.astype(np.uint8, copy=False)
-        elif kind == "mask":
-            image = image > 0
+        elif kind == "mask":  # 0/1 masks as bool, multi-phase class maps as uint8 class ids
+            image = image.astype(np.uint8, copy=False)
         else:
             image = image.astype(np.uint32, copy=False)
         if out is None:
@@ -123,7 +126,7 @@ def link_stack(label_files: Sequence[PathLike], map_files: Sequence[PathLike],
                          gap_min_overlap=float(params.get("gap_min_overlap", 0.5)), align=align)
         labels3d, stats = link_slices(labels2d, cfg, grey=grey if align else None)
         shifts = stats.shifts
-        phase = None
+        phase = classes = None
         del labels2d
     else:
         masks = read_slices(map_files, "mask")
@@ -134,14 +137,18 @@ def link_stack(label_files: Sequence[PathLike], map_files: Sequence[PathLike],
         from skimage.measure import label as connected
 
         moved = apply_shifts(masks, shifts) if align else masks
+        # Components of equal class ids: a multi-phase stack's 3D objects keep their classes.
         labels3d = connected(moved, background=0, connectivity=1).astype(np.uint32)
+        classes = moved if masks.max(initial=0) > 1 else None
     if align:
         grey = apply_shifts(grey, shifts)
 
     from .stackio import write_labels_h5
 
-    write_labels_h5(outputs["labels3d"], labels3d, voxel)
+    write_labels_h5(outputs["labels3d"], labels3d, voxel, classes)
     table = grain_table_3d(labels3d, voxel)
+    if classes is not None:
+        table.insert(1, "class", object_classes(labels3d, classes)[1])
     io.write_csv(outputs["grains3d"], table)
     numbers = stack_summary(labels3d, voxel, phase)
     nz, ny, nx = labels3d.shape
@@ -156,7 +163,8 @@ def link_stack(label_files: Sequence[PathLike], map_files: Sequence[PathLike],
         **{k: (getattr(stats, k) if stats is not None else None) for k in LINK_STATS},
         "refine_boundaries": params.get("refine_boundaries", "none") if mode == "grain" else None,
     }
-    io.write_csv(outputs["summary"], pd.DataFrame([row]).reindex(columns=SUMMARY_COLUMNS))
+    per_class = [c for c in row if c.startswith("volume_fraction_class_")]
+    io.write_csv(outputs["summary"], pd.DataFrame([row]).reindex(columns=SUMMARY_COLUMNS + per_class))
     io.write_json(outputs["shifts"], {
         "aligned": align,
         "reference_slice": 0,

@@ -88,13 +88,15 @@ def write_labels_h5(
     path: str | os.PathLike,
     labels3d: np.ndarray,
     voxel_size_um: tuple[float, float, float] | None,
+    classes: np.ndarray | None = None,
 ) -> None:
     """Write a (z, y, x) label volume as dataset `labels` (uint32, chunked, gzip) of an HDF5
     file, atomically (temporary file + os.replace).
 
     The dataset carries the voxel size (z, y, x) in micrometres twice: as `voxel_size_um` and as
     `element_size_um`, the attribute ImageJ/Fiji's HDF5 reader and napari plugins look for; both
-    are left out when `voxel_size_um` is None.
+    are left out when `voxel_size_um` is None. `classes` (z, y, x), multi-phase stacks: each
+    voxel's phase class (0 = matrix), as dataset `classes` (uint8) beside `labels`.
     """
     labels = np.asarray(labels3d)
     if labels.ndim != 3:
@@ -113,6 +115,9 @@ def write_labels_h5(
                 compression_opts=4,
                 shuffle=True,
             )
+            if classes is not None:
+                f.create_dataset("classes", data=np.asarray(classes).astype(np.uint8), chunks=chunks,
+                                 compression="gzip", compression_opts=4, shuffle=True)
             if voxel_size_um is not None:
                 size = np.asarray(voxel_size_um, np.float64)
                 if size.shape != (3,):

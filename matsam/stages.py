@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from . import astm, baselines, coco, io, metrics, prompts, quantify, reference, shape
+from . import astm, baselines, coco, io, metrics, phases, prompts, quantify, reference, shape
 from .config import MethodConfig
 from .crops import Crop, crop_boxes
 from .masks import CropMasks
-from .merge import candidates, cross_crop_nms, merge_grains, merge_multiphase, merge_phase
+from .merge import candidates, cross_crop_nms, merge_grains, merge_phase
 from .overlay import overlay
 
 if TYPE_CHECKING:
@@ -130,7 +130,8 @@ def embed_and_segment(names: Sequence[str], images: Sequence[PathLike], crops_fi
 def merge_masks(image: PathLike, crops_file: PathLike, prompts_file: PathLike, masks_dir: PathLike, name: str,
                 labels_out: PathLike, map_out: PathLike, cfg: MethodConfig) -> None:
     """Cross-crop NMS and post-processing into labels.tif plus boundaries.png or phase.png (0/1,
-    or class ids 0..n_phases-1 with `merge.n_phases` > 2)."""
+    or class ids 0..n_phases-1 with `merge.n_phases` > 2: from the objects' features or the grey
+    levels, `merge.phase_classes`)."""
     rgb = io.read_image(image)
     gray = prompts.to_gray8(rgb)
     height, width = gray.shape
@@ -139,13 +140,14 @@ def merge_masks(image: PathLike, crops_file: PathLike, prompts_file: PathLike, m
     cands = cross_crop_nms(candidates(crops, crop_masks, height, width, cfg.merge), cfg.merge.crop_nms_thresh)
     if cfg.mode == "grain":
         labels, mask = merge_grains(cands, rgb, cfg.merge)
-    elif cfg.merge.n_phases > 2:
-        labels, mask = merge_multiphase(cands, prompts.blurred(gray, cfg.prompts.blur), cfg.merge)
     else:
         pre = io.read_npz(prompts_file)
         threshold, foreground = float(pre["threshold"]), str(pre["foreground"])
         side, depth = phase_side(gray, threshold, foreground, cfg)
         labels, mask = merge_phase(cands, side, cfg.merge, depth)
+        if cfg.merge.n_phases > 2:
+            smooth = prompts.blurred(gray, cfg.prompts.blur)
+            labels, mask = phases.multiphase_classes(cands, labels, gray, smooth, cfg.merge)
     n_objects = int(np.unique(labels[labels > 0]).size)
     log.info("%d candidate masks after cross-crop NMS -> %d objects", len(cands), n_objects)
     io.write_tiff(labels_out, labels, cfg.quantify.pixel_size_um)
@@ -186,8 +188,10 @@ def quantify_objects(raw_image: PathLike, labels_file: PathLike, map_file: PathL
     table = pd.concat([table, shape.shape_table(labels, table["perimeter_px"].to_numpy())], axis=1)
     if pixel is not None:
         table["feret_max_um"], table["feret_min_um"] = table["feret_max_px"] * pixel, table["feret_min_px"] * pixel
-    io.write_csv(objects_out, table)
     phase = io.read_image(map_file) if cfg.mode == "phase" else None
+    if phase is not None and phase.max(initial=0) > 1:  # multi-phase: each object's class
+        table.insert(1, "class", quantify.object_classes(labels, phase)[1])
+    io.write_csv(objects_out, table)
     row = {"image": image_name, "mode": cfg.mode, **quantify.image_summary(labels, cfg.mode, pixel, phase)}
     if cfg.mode == "grain":
         row.update(astm.field_counts(labels, pixel), unlabelled_fraction=float(np.mean(labels == 0)))

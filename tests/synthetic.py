@@ -94,3 +94,74 @@ def three_phase_micrograph(seed: int, size: int = 160):
             discs.append((cx, cy, r, cls))
     grey = np.array([128.0, 40.0, 220.0])[classes] + rng.normal(0, 6, classes.shape)
     return np.clip(grey, 0, 255).astype(np.uint8), classes, discs
+
+
+def _grey_rgb(classes: np.ndarray, levels: tuple[float, ...], noise: float, rng) -> np.ndarray:
+    grey = np.asarray(levels, np.float64)[classes] + rng.normal(0, noise, classes.shape)
+    image = np.clip(cv2.GaussianBlur(grey, (3, 3), 0), 0, 255).astype(np.uint8)
+    return np.repeat(image[..., None], 3, axis=2)
+
+
+def size_phase_micrograph(seed: int, size: int = 256, n_large: int = 8, n_small: int = 40):
+    """Two classes of one grey level that differ in size, as secondary / tertiary gamma-prime:
+    `n_large` discs (r 14-22 px, class 1) and `n_small` discs (r 2-4 px, class 2), all dark (80)
+    on a bright matrix (170), noise sd 6, never touching.
+
+    Returns the (H, W, 3) uint8 image and the (H, W) uint8 class map (0 = matrix).
+    """
+    rng = np.random.default_rng(seed)
+    classes = np.zeros((size, size), np.uint8)
+    taken = np.zeros((size, size), np.uint8)
+    for cls, count, (r_lo, r_hi) in ((1, n_large, (14, 23)), (2, n_small, (2, 5))):
+        placed = 0
+        while placed < count:
+            r = int(rng.integers(r_lo, r_hi))
+            cx, cy = (int(v) for v in rng.integers(r + 2, size - r - 2, 2))
+            ring = np.zeros_like(taken)
+            cv2.circle(ring, (cx, cy), r + 3, 1, -1)
+            if (ring & taken).any():
+                continue
+            taken |= ring
+            cv2.circle(classes, (cx, cy), r, cls, -1)
+            placed += 1
+    return _grey_rgb(classes, (170.0, 80.0, 80.0), 6.0, rng), classes
+
+
+def coating_micrograph(seed: int, size: int = 256, n_oxides: int = 12, n_cracks: int = 6):
+    """Two classes of one grey level that differ in shape, as oxide particles and cracks in a
+    coating: compact ellipses (semi-axes 6-12 px, class 1) and thin cracks (2-3 px wide, 50-110 px
+    long, kinked once, class 2), all dark (70) in a bright coating (175), noise sd 6.
+
+    Returns the (H, W, 3) uint8 image and the (H, W) uint8 class map (0 = coating).
+    """
+    rng = np.random.default_rng(seed)
+    classes = np.zeros((size, size), np.uint8)
+    taken = np.zeros((size, size), np.uint8)
+
+    def place(shape: np.ndarray, cls: int) -> bool:
+        """Draw `shape` (0/1) as class `cls` unless it comes within 3 px of an earlier one."""
+        if not shape.any() or (cv2.dilate(shape, np.ones((7, 7), np.uint8)) & taken).any():
+            return False
+        taken[:] |= shape
+        classes[shape > 0] = cls
+        return True
+
+    placed = 0
+    while placed < n_oxides:
+        centre = tuple(int(v) for v in rng.integers(16, size - 16, 2))
+        axes = tuple(int(v) for v in rng.integers(6, 13, 2))
+        shape = cv2.ellipse(np.zeros_like(taken), centre, axes, float(rng.uniform(0, 180)), 0, 360, 1, -1)
+        placed += place(shape, 1)
+    placed = 0
+    while placed < n_cracks:
+        start = rng.integers(10, size - 10, 2)
+        length, angle = rng.uniform(50, 110), rng.uniform(0, np.pi)
+        kink = angle + rng.uniform(-0.6, 0.6)
+        mid = start + 0.5 * length * np.array([np.cos(angle), np.sin(angle)])
+        end = mid + 0.5 * length * np.array([np.cos(kink), np.sin(kink)])
+        points = np.array([start, mid, end]).round().astype(np.int32)
+        if (points < 4).any() or (points > size - 5).any():
+            continue
+        width = int(rng.integers(2, 4))
+        placed += place(cv2.polylines(np.zeros_like(taken), [points], False, 1, width), 2)
+    return _grey_rgb(classes, (175.0, 70.0, 70.0), 6.0, rng), classes

@@ -134,3 +134,19 @@ def test_stored_embeddings_give_the_in_process_masks(segmenter, tmp_path):
     assert len(direct["scores"]) > 0
     for key in ("packed", "scores", "point_index", "decoded"):
         assert np.array_equal(stored[key], direct[key]), key
+
+
+def test_half_precision_gives_the_float32_masks(segmenter):
+    """The autocast path a GPU takes with `model.precision: float16`, run here with bfloat16 (the
+    half type a CPU autocasts to): same objects as float32, to within a few pixels."""
+    image, _ = few_discs(seed=3)
+    half = Segmenter(segmenter.net, torch.device("cpu"), precision="bfloat16")
+    points = np.array([[x, y] for y in range(8, 128, 24) for x in range(8, 128, 24)], np.float32)
+    cfg = SamConfig(skip_covered_points=False)
+    full, low = segmenter.segment(image, points, cfg), half.segment(image, points, cfg)
+    assert len(full) >= 4
+    matched = 0
+    for i in range(len(full)):
+        ious = [(full.mask(i) & low.mask(j)).sum() / (full.mask(i) | low.mask(j)).sum() for j in range(len(low))]
+        matched += max(ious, default=0) >= 0.9
+    assert matched >= 0.9 * len(full)
