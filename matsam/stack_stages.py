@@ -23,12 +23,12 @@ import numpy as np
 import pandas as pd
 
 from . import io
+from .consistency import ConsistencyConfig, boundary_look, link_consistent
 from .stack3d import (
     LinkConfig,
     apply_shifts,
     estimate_shifts,
     grain_table_3d,
-    link_slices,
     orthogonal_views,
     stack_summary,
 )
@@ -40,7 +40,8 @@ SUMMARY_COLUMNS = [
     "stack", "mode", "n_slices", "height", "width", "voxel_z_um", "voxel_y_um", "voxel_x_um",
     "n_grains_3d", "mean_grain_volume_vox", "mean_grain_volume_um3",
     "mean_equivalent_sphere_diameter_um", "phase_volume_fraction", "aligned", "max_shift_px",
-    *LINK_STATS, "refine_boundaries",
+    *LINK_STATS, "refine_boundaries", "boundary_look", "boundary_line_ratio", "line_splits", "fused_splits",
+    "grey_cuts", "fragments_joined",
 ]
 
 
@@ -110,18 +111,24 @@ def link_stack(label_files: Sequence[PathLike], map_files: Sequence[PathLike],
     voxel = tuple(params["voxel_size_um"]) if params.get("voxel_size_um") else None
     align = bool(params.get("align"))
     grey = read_slices(grey_files, "grey")
-    stats = None
+    stats = evidence = None
+    counts: dict[str, int] = {}
     if mode == "grain":
         labels2d = read_slices(label_files, "labels")
         if labels2d.shape != grey.shape:
             raise ValueError(f"labels {labels2d.shape} and grey slices {grey.shape} differ in shape")
-        refine = params.get("refine_boundaries", "none")
-        if refine != "none":
-            labels2d = np.stack([refine_boundaries(lab, g, refine) for lab, g in zip(labels2d, grey)])
+        evidence = boundary_look(labels2d, grey)
+        refine = params.get("refine_boundaries", "auto")
+        lines = evidence.look if refine == "auto" else refine
+        if lines != "none":
+            labels2d = np.stack([refine_boundaries(lab, g, lines) for lab, g in zip(labels2d, grey)])
         cfg = LinkConfig(min_overlap=float(params.get("min_overlap", 0.3)),
                          max_gap=int(params.get("max_gap", 1)),
                          gap_min_overlap=float(params.get("gap_min_overlap", 0.5)), align=align)
-        labels3d, stats = link_slices(labels2d, cfg, grey=grey if align else None)
+        consistency = ConsistencyConfig(bool(params.get("consistent", True)),
+                                        int(params.get("fragment_slices", 2)),
+                                        float(params.get("fragment_volume", 0.25)))
+        labels3d, stats, counts = link_consistent(labels2d, grey, cfg, evidence, consistency)
         shifts = stats.shifts
         phase = None
         del labels2d
@@ -154,7 +161,10 @@ def link_stack(label_files: Sequence[PathLike], map_files: Sequence[PathLike],
         "aligned": align,
         "max_shift_px": int(np.abs(shifts).max(initial=0)),
         **{k: (getattr(stats, k) if stats is not None else None) for k in LINK_STATS},
-        "refine_boundaries": params.get("refine_boundaries", "none") if mode == "grain" else None,
+        "refine_boundaries": params.get("refine_boundaries", "auto") if mode == "grain" else None,
+        "boundary_look": evidence.look if evidence else None,
+        "boundary_line_ratio": round(evidence.line_ratio, 3) if evidence else None,
+        **{k: counts.get(k) for k in ("line_splits", "fused_splits", "grey_cuts", "fragments_joined")},
     }
     io.write_csv(outputs["summary"], pd.DataFrame([row]).reindex(columns=SUMMARY_COLUMNS))
     io.write_json(outputs["shifts"], {

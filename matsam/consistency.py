@@ -1,0 +1,429 @@
+"""Grain stacks that hold together from slice to slice.
+
+A 2D segmenter run slice by slice fuses neighbouring grains on some slices and cuts a grain in
+two on others, differently on every slice; linked naively, every such slip cuts a true 3D grain
+into short pieces. This module makes the slices agree, using the grey images as evidence:
+
+1. `boundary_look`: are the grain boundaries dark lines, bright lines or only a change of grey
+   level? Decided per stack from the top-hat response on the 2D boundaries against the grain
+   interiors, so boundary refinement (`refine_boundaries: auto`) needs no setting.
+2. `split_fused`: a 2D region that covers two or more regions of the neighbouring slice (each
+   mostly inside it) is split along the image's boundary (watershed seeded by those regions)
+   when the image shows a boundary there (a line, or a change of grey level).
+3. after linking, `absorb_fragments`: short 3D fragments (few slices, small volume) join the
+   neighbouring grain they share most surface with, unless a boundary line or a change of grey
+   level separates them.
+
+Arrays are (z, y, x); grey images uint8 or float, one channel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import cv2
+import numpy as np
+from scipy import ndimage as ndi
+from skimage.segmentation import find_boundaries, watershed
+
+from .stack3d import LinkConfig, LinkStats, apply_shifts, estimate_shifts, link_slices
+
+
+@dataclass(frozen=True)
+class ConsistencyConfig:
+    """Stack settings (`link:`) of the consistency steps.
+
+    consistent: split fused 2D regions before linking and absorb fragments after it.
+    fragment_slices / fragment_volume: a 3D grain on at most this many slices holding at most
+        this fraction of the median grain volume is a fragment (`absorb_fragments`).
+    """
+
+    consistent: bool = True
+    fragment_slices: int = 2
+    fragment_volume: float = 0.25
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the stack's images say a boundary looks like, measured on the 2D boundaries.
+
+    look: "dark" / "bright" lines, or "none" (grains differ in grey level only).
+    line_ratio: top-hat response on boundaries / in grain interiors for the chosen line colour
+        (dark and bright both measured; the larger is reported).
+    line_depth: mean top-hat response on boundaries (grey units); line_floor: in interiors.
+    noise: robust sigma of the grey noise; step: median grey-level difference between
+        neighbouring 2D regions (local means), the scale of a real grain-to-grain change.
+    """
+
+    look: str
+    line_ratio: float
+    line_depth: float
+    line_floor: float
+    noise: float
+    step: float
+
+    def is_line(self, response: float) -> bool:
+        """A top-hat response that is at least half-way from interior to boundary level."""
+        return self.look != "none" and response > self.line_floor + 0.5 * (self.line_depth - self.line_floor)
+
+    def is_line_map(self, response: np.ndarray) -> np.ndarray:
+        """`is_line` per pixel of a top-hat image."""
+        return response > self.line_floor + 0.5 * (self.line_depth - self.line_floor)
+
+    def is_step(self, difference: float) -> bool:
+        """A grey-level difference between two regions that marks two grains."""
+        return abs(difference) > max(0.35 * self.step, 3.0 * self.noise / 4.0)
+
+
+def tophat(grey: np.ndarray, lines: str, width: int = 9) -> np.ndarray:
+    """float32 response to thin lines (narrower than `width` px): black top-hat for dark lines,
+    white top-hat for bright ones, of the lightly smoothed slice. A grey-level step gives ~0."""
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (width, width))
+    smooth = cv2.GaussianBlur(np.asarray(grey, np.float32), (3, 3), 0)
+    op = cv2.MORPH_BLACKHAT if lines == "dark" else cv2.MORPH_TOPHAT
+    return cv2.morphologyEx(smooth, op, kernel)
+
+
+def boundary_look(labels2d: np.ndarray, grey: np.ndarray, max_slices: int = 8, ratio: float = 2.0) -> Evidence:
+    """Detect the stack's boundary look on up to `max_slices` evenly spaced slices.
+
+    The top-hat response is averaged on a 2-px band around the 2D label changes (a 2D
+    segmenter's boundary is a pixel or two off the line) and in the grain interiors (>= 4 px
+    from any change). Lines give a boundary response `ratio` times the interior's or more; a
+    grey-level step between grains does not.
+    """
+    picks = np.unique(np.linspace(0, len(labels2d) - 1, min(max_slices, len(labels2d))).round().astype(int))
+    band_values: dict[str, list[np.ndarray]] = {"dark": [], "bright": []}
+    inner_values: dict[str, list[np.ndarray]] = {"dark": [], "bright": []}
+    noise, steps = [], []
+    for z in picks:
+        lab, g = labels2d[z], np.asarray(grey[z], np.float32)
+        edges = find_boundaries(lab, mode="thick") & (lab > 0)
+        dist = ndi.distance_transform_edt(~edges)
+        band, inner = (dist <= 2) & (lab > 0), (dist >= 4) & (lab > 0)
+        if not band.any() or not inner.any():
+            continue
+        for lines in band_values:
+            response = tophat(g, lines)
+            band_values[lines].append(response[band])
+            inner_values[lines].append(response[inner])
+        residual = (g - ndi.median_filter(g, 3))[inner]
+        noise.append(1.4826 * float(np.median(np.abs(residual - np.median(residual)))) * 1.2)
+        steps.extend(_neighbour_steps(lab, g, inner))
+    if not noise:
+        return Evidence("none", 1.0, 0.0, 0.0, 0.0, 0.0)
+    # the line itself: the upper quarter of the band (the band is wider than most lines)
+    depth = {k: float(np.percentile(np.concatenate(v), 75)) for k, v in band_values.items()}
+    floor = {k: float(np.mean(np.concatenate(v))) for k, v in inner_values.items()}
+    ratios = {k: depth[k] / max(floor[k], 1e-6) for k in depth}
+    best = max(ratios, key=ratios.get)
+    look = best if ratios[best] >= ratio else "none"
+    return Evidence(look, ratios[best], depth[best], floor[best], float(np.median(noise)),
+                    float(np.median(steps)) if steps else 0.0)
+
+
+def _neighbour_steps(lab: np.ndarray, grey: np.ndarray, inner: np.ndarray) -> list[float]:
+    """|mean grey difference| of 4-adjacent region pairs, from their interior pixels within
+    8 px of each other (local, so an illumination gradient cuts out)."""
+    ids, areas = np.unique(lab, return_counts=True)
+    a = np.r_[lab[:, :-1].ravel(), lab[:-1].ravel()]
+    b = np.r_[lab[:, 1:].ravel(), lab[1:].ravel()]
+    pairs = np.unique(np.sort(np.stack([a, b], 1)[(a != b) & (a > 0) & (b > 0)], axis=1), axis=0)
+    out = []
+    for i, j in pairs[:200]:
+        mi, mj = lab == i, lab == j
+        near_i = ndi.binary_dilation(mi, iterations=8)
+        near_j = ndi.binary_dilation(mj, iterations=8)
+        si, sj = grey[mi & inner & near_j], grey[mj & inner & near_i]
+        if si.size >= 5 and sj.size >= 5:
+            out.append(abs(float(si.mean() - sj.mean())))
+    return out
+
+
+def elevation(grey: np.ndarray, look: str) -> np.ndarray:
+    """The relief a watershed splits along: dark lines are ridges of -grey, bright lines of
+    grey, a grey-level step a ridge of the gradient magnitude."""
+    smooth = cv2.GaussianBlur(np.asarray(grey, np.float32), (3, 3), 0)
+    if look == "dark":
+        return -smooth
+    if look == "bright":
+        return smooth
+    return np.hypot(cv2.Sobel(smooth, cv2.CV_32F, 1, 0), cv2.Sobel(smooth, cv2.CV_32F, 0, 1))
+
+
+def split_on_lines(labels2d: np.ndarray, grey: np.ndarray, evidence: Evidence,
+                   min_share: float = 0.1, min_area: int = 30) -> tuple[np.ndarray, int]:
+    """Split 2D regions that a boundary line of the image cuts through.
+
+    A 2D segmenter sometimes takes two grains and the line between them as one region, on
+    every slice alike, so the neighbouring slices cannot tell. Line pixels (`Evidence.is_line`
+    per pixel of the top-hat) are taken out of each region; when that leaves two or more parts
+    of >= `min_share` of the region and >= `min_area` px, the region is split by a watershed
+    on `elevation` seeded by those parts. Only for line looks (dark / bright).
+    Returns int64 labels and the number of regions split.
+    """
+    from skimage.measure import label as connected
+
+    labels = np.asarray(labels2d).astype(np.int64)
+    if evidence.look == "none":
+        return labels, 0
+    next_id = int(labels.max(initial=0)) + 1
+    n_split = 0
+    for z in range(len(labels)):
+        lab = labels[z]
+        response = tophat(grey[z], evidence.look)
+        lines = evidence.is_line_map(response)
+        parts = connected(np.where(lines, 0, lab), background=0, connectivity=1)
+        owner = np.zeros(int(parts.max()) + 1, np.int64)
+        owner[parts.ravel()] = lab.ravel()
+        part_area = np.bincount(parts.ravel())
+        region_area = np.bincount(lab.ravel())
+        big = np.flatnonzero((part_area >= np.maximum(min_share * region_area[owner], min_area)) & (owner > 0))
+        big = big[big > 0]
+        regions, n_big = np.unique(owner[big], return_counts=True)
+        relief = None
+        for region in regions[n_big >= 2]:
+            ys, xs = np.nonzero(lab == region)
+            box = np.s_[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+            mask = lab[box] == region
+            seeds = parts[box] * np.isin(parts[box], big[owner[big] == region])
+            if relief is None:
+                relief = elevation(grey[z], evidence.look)
+            pieces = watershed(relief[box], markers=seeds, mask=mask)
+            ids = np.unique(pieces[pieces > 0])
+            for k in ids[1:]:
+                lab[box][pieces == k] = next_id
+                next_id += 1
+            n_split += 1
+    return labels, n_split
+
+
+def split_fused(labels2d: np.ndarray, grey: np.ndarray, evidence: Evidence, cover: float = 0.6,
+                share: float = 0.15) -> tuple[np.ndarray, int]:
+    """Split 2D regions that fuse grains the neighbouring slices keep apart.
+
+    Slices are visited forwards then backwards; a region R of slice z is fused when two or
+    more regions S of the slice before (after) lie mostly inside it (>= `cover` of S) and each
+    takes >= `share` of R. R is then split by a watershed on `elevation`, seeded by the S
+    (eroded 2 px), and the split is kept when the image shows a boundary between the pieces
+    (`Evidence.is_line` on the cut or `Evidence.is_step` between the sides).
+    Returns the new int64 labels (0 stays 0) and the number of splits.
+    """
+    labels = np.asarray(labels2d).astype(np.int64)
+    next_id = int(labels.max(initial=0)) + 1
+    n_split = 0
+    forward = [(z, z - 1) for z in range(1, len(labels))]
+    backward = [(z, z + 1) for z in range(len(labels) - 2, -1, -1)]
+    for z, ref in forward + backward:
+        labels[z], done, next_id = _split_slice(labels[z], labels[ref], grey[z], evidence, cover, share, next_id)
+        n_split += done
+    return labels, n_split
+
+
+def _split_slice(target: np.ndarray, ref: np.ndarray, grey: np.ndarray, evidence: Evidence, cover: float,
+                 share: float, next_id: int) -> tuple[np.ndarray, int, int]:
+    both = (target > 0) & (ref > 0)
+    if not both.any():
+        return target, 0, next_id
+    t_ids, t_area = np.unique(target, return_counts=True)
+    r_ids, r_area = np.unique(ref, return_counts=True)
+    t_size, r_size = dict(zip(t_ids, t_area)), dict(zip(r_ids, r_area))
+    pairs, count = np.unique(np.stack([target[both], ref[both]], 1), axis=0, return_counts=True)
+    inside = (count >= cover * np.array([r_size[r] for r in pairs[:, 1]])) & (
+        count >= share * np.array([t_size[t] for t in pairs[:, 0]]))
+    pairs = pairs[inside]
+    fused, n_parts = np.unique(pairs[:, 0], return_counts=True)
+    out = target.copy()
+    done = 0
+    relief = None
+    for region in fused[n_parts >= 2]:
+        parts = pairs[pairs[:, 0] == region, 1]
+        ys, xs = np.nonzero(target == region)
+        box = np.s_[max(ys.min() - 2, 0) : ys.max() + 3, max(xs.min() - 2, 0) : xs.max() + 3]
+        mask = target[box] == region
+        markers = np.zeros(mask.shape, np.int64)
+        for k, part in enumerate(parts, 1):
+            seed = cv2.erode((ref[box] == part).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+            markers[seed & mask] = k
+        if len(np.unique(markers[markers > 0])) < 2:
+            continue
+        if relief is None:
+            relief = elevation(grey, evidence.look)
+        pieces = watershed(relief[box], markers=markers, mask=mask)
+        if not _pieces_separated(pieces, np.asarray(grey, np.float32)[box], evidence):
+            continue
+        for k in range(2, int(pieces.max()) + 1):
+            out[box][pieces == k] = next_id
+            next_id += 1
+        done += 1
+    return out, done, next_id
+
+
+def _pieces_separated(pieces: np.ndarray, grey: np.ndarray, evidence: Evidence) -> bool:
+    """Every cut between watershed pieces follows a boundary the image shows."""
+    cut = find_boundaries(pieces, mode="inner") & (pieces > 0)
+    if evidence.look != "none":
+        response = tophat(grey, evidence.look)
+        return bool(cut.any()) and evidence.is_line(float(response[cut].mean()))
+    means = [grey[(pieces == k) & ~cut].mean() for k in range(1, int(pieces.max()) + 1)
+             if ((pieces == k) & ~cut).sum() >= 5]
+    return len(means) >= 2 and evidence.is_step(float(np.min(np.abs(np.diff(np.sort(means))))))
+
+
+def cut_grey_steps(labels3d: np.ndarray, grey: np.ndarray, evidence: Evidence,
+                   min_pixels: int = 20) -> tuple[np.ndarray, int]:
+    """Cut 3D grains where their grey level jumps from one slice to the next.
+
+    Linking by overlap joins a grain that ends on slice z - 1 to a different grain that starts
+    right below it; the two differ in grey level (channelling, tint), the same grain does not.
+    For every grain on slices z - 1 and z, the mean grey change over the pixels where it is on
+    both (off its 2D boundaries, so that lines and a 1-px boundary shift cancel) is compared,
+    after removing the slice pair's median change (a brightness drift between slices), with
+    `Evidence.is_step`; a jump starts a new grain from slice z on.
+    Returns int64 labels and the number of cuts.
+    """
+    labels = np.asarray(labels3d).astype(np.int64)
+    grey = np.asarray(grey, np.float32)
+    next_id = int(labels.max(initial=0)) + 1
+    cuts = 0
+    for z in range(1, len(labels)):
+        a, b = labels[z - 1], labels[z]
+        keep = (a == b) & (a > 0) & ~find_boundaries(a, mode="thick") & ~find_boundaries(b, mode="thick")
+        if not keep.any():
+            continue
+        ids, inverse, count = np.unique(a[keep], return_inverse=True, return_counts=True)
+        change = np.bincount(inverse, (grey[z] - grey[z - 1])[keep]) / count
+        change -= np.median(change[count >= min_pixels]) if (count >= min_pixels).any() else 0.0
+        jump = ids[(count >= min_pixels) & np.array([evidence.is_step(c) for c in change])]
+        if jump.size:
+            tail = np.isin(labels[z:], jump)
+            lut = dict(zip(jump.tolist(), range(next_id, next_id + jump.size)))
+            labels[z:][tail] = np.vectorize(lut.get)(labels[z:][tail])
+            next_id += jump.size
+            cuts += int(jump.size)
+    return labels, cuts
+
+
+def absorb_fragments(labels3d: np.ndarray, grey: np.ndarray, evidence: Evidence, max_slices: int = 2,
+                     max_volume: float = 0.25, speck: float = 0.05) -> tuple[np.ndarray, int]:
+    """Join short 3D fragments to the neighbour they share most surface with.
+
+    A fragment lies on at most `max_slices` slices and holds at most `max_volume` times the
+    median volume of the stack's longer grains (those on more slices). Its neighbours are the grains it touches (6-connected,
+    a 1-px gap of 0 allowed); the one with the largest contact joins it unless the image
+    separates them: a line along their in-plane contact (`Evidence.is_line`) or a grey-level
+    change between their voxels near the contact (`Evidence.is_step`). Specks (at most `speck`
+    times the median volume: slivers on boundary lines, not grains) are dissolved into the
+    grains around them, slice by slice, whatever the image says. Smallest first; returns
+    the relabelled uint32 volume (ids 1..N in order of first appearance) and the joins made.
+    """
+    labels = np.asarray(labels3d).astype(np.int64)
+    volumes = np.bincount(labels.ravel())
+    volumes[0] = 0
+    present = np.flatnonzero(volumes)
+    if present.size < 2:
+        return _renumber(labels), 0
+    n_slices = np.zeros(volumes.size, np.int64)
+    for s in labels:
+        n_slices[np.unique(s)] += 1
+    long = present[n_slices[present] > max_slices]
+    typical = float(np.median(volumes[long if long.size else present]))
+    small = present[(n_slices[present] <= max_slices) & (volumes[present] <= max_volume * typical)]
+    grey = np.asarray(grey, np.float32)
+    response = np.stack([tophat(g, evidence.look) for g in grey]) if evidence.look != "none" else None
+    lut = np.arange(volumes.size)
+    specks = small[volumes[small] <= speck * typical]
+    labels = _dissolve(labels, specks)
+    slices = ndi.find_objects(labels)
+    small = np.setdiff1d(small, specks)
+    joins = int(specks.size)
+    for frag in small[np.argsort(volumes[small], kind="stable")]:
+        where = slices[frag - 1]
+        if where is None:
+            continue
+        box = tuple(slice(max(s.start - pad, 0), s.stop + pad) for s, pad in zip(where, (1, 4, 4)))
+        crop = lut[labels[box]]
+        mask = crop == frag
+        if not mask.any():
+            continue
+        target, contact_yx = _best_neighbour(crop, mask)
+        if target == 0:
+            continue
+        other = crop == target
+        if response is not None and contact_yx.sum() >= 6 and evidence.is_line(float(response[box][contact_yx].mean())):
+            continue
+        near_f = ndi.binary_dilation(mask, iterations=3) & other
+        near_t = ndi.binary_dilation(other, iterations=3) & mask
+        if near_f.sum() >= 5 and near_t.sum() >= 5 and evidence.is_step(
+                float(grey[box][near_t].mean() - grey[box][near_f].mean())):
+            continue
+        lut[lut == frag] = target
+        joins += 1
+    return _renumber(lut[labels]), joins
+
+
+def _dissolve(labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Give the voxels of grains `ids` to the nearest other grain of the same slice."""
+    if not ids.size:
+        return labels
+    out = labels.copy()
+    gone = np.isin(labels, ids)
+    for z in np.flatnonzero(gone.any(axis=(1, 2))):
+        keep = np.where(gone[z], 0, labels[z])
+        if not keep.any():
+            continue
+        _, (iy, ix) = ndi.distance_transform_edt(keep == 0, return_indices=True)
+        out[z] = np.where(gone[z], keep[iy, ix], labels[z])
+    return out
+
+
+def _best_neighbour(crop: np.ndarray, mask: np.ndarray) -> tuple[int, np.ndarray]:
+    """The label sharing most contact with `mask` (6-neighbours, across a 1-px 0 gap too) and
+    the in-plane contact pixels (both sides)."""
+    shell = ndi.binary_dilation(mask, ndi.generate_binary_structure(3, 1), iterations=2) & ~mask
+    values = crop[shell]
+    values = values[values > 0]
+    if not values.size:
+        return 0, np.zeros(mask.shape, bool)
+    ids, counts = np.unique(values, return_counts=True)
+    target = int(ids[np.argmax(counts)])
+    plane = np.zeros((3, 3, 3), bool)
+    plane[1] = ndi.generate_binary_structure(2, 1)
+    other = crop == target
+    contact = (ndi.binary_dilation(mask, plane, iterations=2) & other) | (
+        ndi.binary_dilation(other, plane, iterations=2) & mask)
+    return target, contact
+
+
+def _renumber(labels: np.ndarray) -> np.ndarray:
+    """uint32 ids 1..N in order of first appearance (z, then y, x), 0 kept."""
+    flat = labels.ravel()
+    ids, first = np.unique(flat, return_index=True)
+    order = ids[np.argsort(first)]
+    order = order[order > 0]
+    lut = np.zeros(int(ids.max(initial=0)) + 1, np.uint32)
+    lut[order] = np.arange(1, order.size + 1, dtype=np.uint32)
+    return lut[labels]
+
+
+def link_consistent(labels2d: np.ndarray, grey: np.ndarray, link: LinkConfig, evidence: Evidence,
+                    cfg: ConsistencyConfig = ConsistencyConfig()) -> tuple[np.ndarray, LinkStats, dict[str, int]]:
+    """Align (when `link.align`), split fused regions, link, absorb fragments.
+
+    labels2d: (z, y, x) per-slice grain labels; grey: (z, y, x) grey slices. Returns uint32 3D
+    grain ids, the link statistics (shifts included; n_grains after absorbing) and the counts
+    `fused_splits` and `fragments_joined`.
+    """
+    shifts = estimate_shifts(grey) if link.align else np.zeros((len(grey), 2), np.int64)
+    if link.align:
+        labels2d, grey = apply_shifts(labels2d, shifts), apply_shifts(grey, shifts)
+    counts = {"line_splits": 0, "fused_splits": 0, "grey_cuts": 0, "fragments_joined": 0}
+    if cfg.consistent:
+        labels2d, counts["line_splits"] = split_on_lines(labels2d, grey, evidence)
+        labels2d, counts["fused_splits"] = split_fused(labels2d, grey, evidence)
+    labels3d, stats = link_slices(labels2d, replace(link, align=False))
+    if cfg.consistent:
+        labels3d, counts["grey_cuts"] = cut_grey_steps(labels3d, grey, evidence)
+        labels3d, counts["fragments_joined"] = absorb_fragments(
+            labels3d, grey, evidence, cfg.fragment_slices, cfg.fragment_volume)
+    return labels3d, replace(stats, shifts=shifts, n_grains=int(labels3d.max(initial=0))), counts
