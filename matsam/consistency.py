@@ -7,10 +7,11 @@ into short pieces. This module makes the slices agree, using the grey images as 
 1. `boundary_look`: are the grain boundaries dark lines, bright lines or only a change of grey
    level? Decided per stack from the top-hat response on the 2D boundaries against the grain
    interiors, so boundary refinement (`refine_boundaries: auto`) needs no setting.
-2. `split_fused`: a 2D region that covers two or more regions of the neighbouring slice (each
-   mostly inside it) is split along the image's boundary (watershed seeded by those regions)
-   when the image shows a boundary there (a line, or a change of grey level).
-3. after linking, `absorb_fragments`: short 3D fragments (few slices, small volume) join the
+2. `split_on_lines`: a 2D region that a boundary line of the image cuts in two is split
+   (the 2D segmenter took both grains and the line as one).
+3. after linking, `cut_grey_steps`: a grain is cut where its grey level jumps between slices
+   (overlap linked a grain to the different grain below it).
+4. after linking, `absorb_fragments`: short 3D fragments (few slices, small volume) join the
    neighbouring grain they share most surface with, unless a boundary line or a change of grey
    level separates them.
 
@@ -33,7 +34,7 @@ from .stack3d import LinkConfig, LinkStats, apply_shifts, estimate_shifts, link_
 class ConsistencyConfig:
     """Stack settings (`link:`) of the consistency steps.
 
-    consistent: split fused 2D regions before linking and absorb fragments after it.
+    consistent: run steps 2-4 of the module docstring (1 always runs: summary.csv states it).
     fragment_slices / fragment_volume: a 3D grain on at most this many slices holding at most
         this fraction of the median grain volume is a fragment (`absorb_fragments`).
     """
@@ -157,7 +158,8 @@ def split_on_lines(labels2d: np.ndarray, grey: np.ndarray, evidence: Evidence,
 
     A 2D segmenter sometimes takes two grains and the line between them as one region, on
     every slice alike, so the neighbouring slices cannot tell. Line pixels (`Evidence.is_line`
-    per pixel of the top-hat) are taken out of each region; when that leaves two or more parts
+    per pixel of the top-hat, grown by 1 px to close gaps in thin lines) are taken out of each
+    region; when that leaves two or more parts
     of >= `min_share` of the region and >= `min_area` px, the region is split by a watershed
     on `elevation` seeded by those parts. Only for line looks (dark / bright).
     Returns int64 labels and the number of regions split.
@@ -196,78 +198,6 @@ def split_on_lines(labels2d: np.ndarray, grey: np.ndarray, evidence: Evidence,
                 next_id += 1
             n_split += 1
     return labels, n_split
-
-
-def split_fused(labels2d: np.ndarray, grey: np.ndarray, evidence: Evidence, cover: float = 0.6,
-                share: float = 0.15) -> tuple[np.ndarray, int]:
-    """Split 2D regions that fuse grains the neighbouring slices keep apart.
-
-    Slices are visited forwards then backwards; a region R of slice z is fused when two or
-    more regions S of the slice before (after) lie mostly inside it (>= `cover` of S) and each
-    takes >= `share` of R. R is then split by a watershed on `elevation`, seeded by the S
-    (eroded 2 px), and the split is kept when the image shows a boundary between the pieces
-    (`Evidence.is_line` on the cut or `Evidence.is_step` between the sides).
-    Returns the new int64 labels (0 stays 0) and the number of splits.
-    """
-    labels = np.asarray(labels2d).astype(np.int64)
-    next_id = int(labels.max(initial=0)) + 1
-    n_split = 0
-    forward = [(z, z - 1) for z in range(1, len(labels))]
-    backward = [(z, z + 1) for z in range(len(labels) - 2, -1, -1)]
-    for z, ref in forward + backward:
-        labels[z], done, next_id = _split_slice(labels[z], labels[ref], grey[z], evidence, cover, share, next_id)
-        n_split += done
-    return labels, n_split
-
-
-def _split_slice(target: np.ndarray, ref: np.ndarray, grey: np.ndarray, evidence: Evidence, cover: float,
-                 share: float, next_id: int) -> tuple[np.ndarray, int, int]:
-    both = (target > 0) & (ref > 0)
-    if not both.any():
-        return target, 0, next_id
-    t_ids, t_area = np.unique(target, return_counts=True)
-    r_ids, r_area = np.unique(ref, return_counts=True)
-    t_size, r_size = dict(zip(t_ids, t_area)), dict(zip(r_ids, r_area))
-    pairs, count = np.unique(np.stack([target[both], ref[both]], 1), axis=0, return_counts=True)
-    inside = (count >= cover * np.array([r_size[r] for r in pairs[:, 1]])) & (
-        count >= share * np.array([t_size[t] for t in pairs[:, 0]]))
-    pairs = pairs[inside]
-    fused, n_parts = np.unique(pairs[:, 0], return_counts=True)
-    out = target.copy()
-    done = 0
-    relief = None
-    for region in fused[n_parts >= 2]:
-        parts = pairs[pairs[:, 0] == region, 1]
-        ys, xs = np.nonzero(target == region)
-        box = np.s_[max(ys.min() - 2, 0) : ys.max() + 3, max(xs.min() - 2, 0) : xs.max() + 3]
-        mask = target[box] == region
-        markers = np.zeros(mask.shape, np.int64)
-        for k, part in enumerate(parts, 1):
-            seed = cv2.erode((ref[box] == part).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
-            markers[seed & mask] = k
-        if len(np.unique(markers[markers > 0])) < 2:
-            continue
-        if relief is None:
-            relief = elevation(grey, evidence.look)
-        pieces = watershed(relief[box], markers=markers, mask=mask)
-        if not _pieces_separated(pieces, np.asarray(grey, np.float32)[box], evidence):
-            continue
-        for k in range(2, int(pieces.max()) + 1):
-            out[box][pieces == k] = next_id
-            next_id += 1
-        done += 1
-    return out, done, next_id
-
-
-def _pieces_separated(pieces: np.ndarray, grey: np.ndarray, evidence: Evidence) -> bool:
-    """Every cut between watershed pieces follows a boundary the image shows."""
-    cut = find_boundaries(pieces, mode="inner") & (pieces > 0)
-    if evidence.look != "none":
-        response = tophat(grey, evidence.look)
-        return bool(cut.any()) and evidence.is_line(float(response[cut].mean()))
-    means = [grey[(pieces == k) & ~cut].mean() for k in range(1, int(pieces.max()) + 1)
-             if ((pieces == k) & ~cut).sum() >= 5]
-    return len(means) >= 2 and evidence.is_step(float(np.min(np.abs(np.diff(np.sort(means))))))
 
 
 def cut_grey_steps(labels3d: np.ndarray, grey: np.ndarray, evidence: Evidence,
@@ -408,19 +338,19 @@ def _renumber(labels: np.ndarray) -> np.ndarray:
 
 def link_consistent(labels2d: np.ndarray, grey: np.ndarray, link: LinkConfig, evidence: Evidence,
                     cfg: ConsistencyConfig = ConsistencyConfig()) -> tuple[np.ndarray, LinkStats, dict[str, int]]:
-    """Align (when `link.align`), split fused regions, link, absorb fragments.
+    """Align (when `link.align`), split regions cut by lines, link, cut grains at grey-level
+    jumps, absorb fragments.
 
     labels2d: (z, y, x) per-slice grain labels; grey: (z, y, x) grey slices. Returns uint32 3D
     grain ids, the link statistics (shifts included; n_grains after absorbing) and the counts
-    `fused_splits` and `fragments_joined`.
+    `line_splits`, `grey_cuts` and `fragments_joined`.
     """
     shifts = estimate_shifts(grey) if link.align else np.zeros((len(grey), 2), np.int64)
     if link.align:
         labels2d, grey = apply_shifts(labels2d, shifts), apply_shifts(grey, shifts)
-    counts = {"line_splits": 0, "fused_splits": 0, "grey_cuts": 0, "fragments_joined": 0}
+    counts = {"line_splits": 0, "grey_cuts": 0, "fragments_joined": 0}
     if cfg.consistent:
         labels2d, counts["line_splits"] = split_on_lines(labels2d, grey, evidence)
-        labels2d, counts["fused_splits"] = split_fused(labels2d, grey, evidence)
     labels3d, stats = link_slices(labels2d, replace(link, align=False))
     if cfg.consistent:
         labels3d, counts["grey_cuts"] = cut_grey_steps(labels3d, grey, evidence)

@@ -24,6 +24,7 @@ import pandas as pd
 
 from . import io
 from .consistency import ConsistencyConfig, boundary_look, link_consistent
+from .measure3d import ellipsoids, neighbour_counts, neighbour_pairs, size_statistics
 from .stack3d import (
     LinkConfig,
     apply_shifts,
@@ -38,10 +39,11 @@ PathLike = str | Path
 LINK_STATS = ["links", "gap_links", "starts", "ends", "splits", "merges"]
 SUMMARY_COLUMNS = [
     "stack", "mode", "n_slices", "height", "width", "voxel_z_um", "voxel_y_um", "voxel_x_um",
-    "n_grains_3d", "mean_grain_volume_vox", "mean_grain_volume_um3",
+    "n_grains_3d", "n_grains_sized", "mean_grain_volume_vox", "median_grain_volume_vox",
+    "p10_grain_volume_vox", "p90_grain_volume_vox", "mean_grain_volume_um3",
     "mean_equivalent_sphere_diameter_um", "phase_volume_fraction", "aligned", "max_shift_px",
-    *LINK_STATS, "refine_boundaries", "boundary_look", "boundary_line_ratio", "line_splits", "fused_splits",
-    "grey_cuts", "fragments_joined",
+    *LINK_STATS, "refine_boundaries", "boundary_look", "boundary_line_ratio", "line_splits", "grey_cuts",
+    "fragments_joined",
 ]
 
 
@@ -96,6 +98,17 @@ def refine_boundaries(labels: np.ndarray, grey: np.ndarray, lines: str, width: i
     return watershed(-smooth if lines == "dark" else smooth, markers=markers).astype(labels.dtype)
 
 
+def grain_measurements(labels3d: np.ndarray, voxel: tuple[float, float, float] | None
+                       ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """grains3d table (sizes, n_neighbours, boundary area, best-fit ellipsoid) and the
+    neighbour pairs (neighbours3d.csv) of a 3D label volume."""
+    table = grain_table_3d(labels3d, voxel)
+    pairs = neighbour_pairs(labels3d, voxel)
+    extra = pd.concat([neighbour_counts(pairs, table["label"]),
+                       ellipsoids(labels3d, voxel).drop(columns="label")], axis=1)
+    return pd.concat([table.reset_index(drop=True), extra], axis=1), pairs
+
+
 def link_stack(label_files: Sequence[PathLike], map_files: Sequence[PathLike],
                grey_files: Sequence[PathLike], outputs: Mapping[str, PathLike],
                params: Mapping[str, Any]) -> dict[str, Any]:
@@ -103,7 +116,7 @@ def link_stack(label_files: Sequence[PathLike], map_files: Sequence[PathLike],
 
     label_files / map_files / grey_files: per slice, in z order, the 2D rules' labels.tif,
     boundaries.png or phase.png, and the 8-bit image.png.
-    outputs: paths for keys labels3d, grains3d, summary, shifts, ortho_xy, ortho_xz, ortho_yz.
+    outputs: paths for keys labels3d, grains3d, neighbours3d, summary, shifts, ortho_xy, ortho_xz, ortho_yz.
     params: `workflow.Stack.params()` (stack, mode, voxel_size_um, align, min_overlap, max_gap,
     gap_min_overlap, refine_boundaries). Returns the summary row.
     """
@@ -148,23 +161,25 @@ def link_stack(label_files: Sequence[PathLike], map_files: Sequence[PathLike],
     from .stackio import write_labels_h5
 
     write_labels_h5(outputs["labels3d"], labels3d, voxel)
-    table = grain_table_3d(labels3d, voxel)
+    table, pairs = grain_measurements(labels3d, voxel)
     io.write_csv(outputs["grains3d"], table)
+    io.write_csv(outputs["neighbours3d"], pairs)
     numbers = stack_summary(labels3d, voxel, phase)
+    sizes = size_statistics(table, bool(params.get("include_face_grains", False)))
+    numbers |= {**sizes, "mean_grain_volume_um3": (
+        sizes["mean_grain_volume_vox"] * float(np.prod(voxel)) if voxel and sizes["n_grains_sized"] else None)}
     nz, ny, nx = labels3d.shape
     row = {
         "stack": params.get("stack", ""), "mode": mode, "n_slices": nz, "height": ny, "width": nx,
         **dict(zip(("voxel_z_um", "voxel_y_um", "voxel_x_um"), voxel or (None,) * 3)),
         **numbers,
-        "mean_equivalent_sphere_diameter_um": (
-            float(table["equivalent_sphere_diameter_um"].mean()) if voxel and len(table) else None),
         "aligned": align,
         "max_shift_px": int(np.abs(shifts).max(initial=0)),
         **{k: (getattr(stats, k) if stats is not None else None) for k in LINK_STATS},
         "refine_boundaries": params.get("refine_boundaries", "auto") if mode == "grain" else None,
         "boundary_look": evidence.look if evidence else None,
         "boundary_line_ratio": round(evidence.line_ratio, 3) if evidence else None,
-        **{k: counts.get(k) for k in ("line_splits", "fused_splits", "grey_cuts", "fragments_joined")},
+        **{k: counts.get(k) for k in ("line_splits", "grey_cuts", "fragments_joined")},
     }
     io.write_csv(outputs["summary"], pd.DataFrame([row]).reindex(columns=SUMMARY_COLUMNS))
     io.write_json(outputs["shifts"], {

@@ -140,7 +140,7 @@ def method_from_params(params: Mapping[str, Any]) -> MethodConfig:
 
 STACK_STAMP_VERSION = 1
 LINK_DEFAULTS = {"min_overlap": 0.3, "max_gap": 1, "gap_min_overlap": 0.5, "refine_boundaries": "auto",
-                 "consistent": True, "fragment_slices": 2, "fragment_volume": 0.25}
+                 "consistent": True, "fragment_slices": 2, "fragment_volume": 0.25, "include_face_grains": False}
 _H5_FILE = re.compile(r"^(.*?\.(?:h5|hdf5|hdf|he5))(?::(.*))?$", re.IGNORECASE)
 _SLICE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 
