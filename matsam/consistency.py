@@ -243,7 +243,8 @@ def absorb_fragments(labels3d: np.ndarray, grey: np.ndarray, evidence: Evidence,
     a 1-px gap of 0 allowed); the one with the largest contact joins it unless the image
     separates them: a line along their in-plane contact (`Evidence.is_line`) or a grey-level
     change between their voxels near the contact (`Evidence.is_step`). Specks (at most `speck`
-    times the median volume: slivers on boundary lines, not grains) are dissolved into the
+    times that median volume, on any number of slices) and slivers (fragment-sized grains, on any
+    number of slices, whose mean top-hat response is a line's: made of boundary line) are no grains: they are dissolved into the
     grains around them, slice by slice, whatever the image says. Smallest first; returns
     the relabelled uint32 volume (ids 1..N in order of first appearance) and the joins made.
     """
@@ -262,7 +263,11 @@ def absorb_fragments(labels3d: np.ndarray, grey: np.ndarray, evidence: Evidence,
     grey = np.asarray(grey, np.float32)
     response = np.stack([tophat(g, evidence.look) for g in grey]) if evidence.look != "none" else None
     lut = np.arange(volumes.size)
-    specks = small[volumes[small] <= speck * typical]
+    specks = present[volumes[present] <= speck * typical]
+    if response is not None:  # slivers: grains made of boundary line
+        on_line = np.bincount(labels.ravel(), response.ravel(), volumes.size)[present] / volumes[present]
+        thin = evidence.is_line_map(on_line) & (volumes[present] <= max_volume * typical)
+        specks = np.union1d(specks, present[thin])
     labels = _dissolve(labels, specks)
     slices = ndi.find_objects(labels)
     small = np.setdiff1d(small, specks)
