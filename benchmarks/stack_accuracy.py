@@ -144,7 +144,7 @@ def main() -> None:
         return segmenter[0]
 
     rows = []
-    variants = {"default": {}} | ({"no consistency": {"consistent": False}} if args.baseline else {})
+    variants = {"default": {}} | ({"before (no refinement, no consistency)": {"refine_boundaries": "none", "consistent": False}} if args.baseline else {})
     for look in FAMILY:
         if args.only and look.name not in args.only:
             continue

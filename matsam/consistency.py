@@ -30,6 +30,9 @@ from skimage.segmentation import find_boundaries, watershed
 from .stack3d import LinkConfig, LinkStats, apply_shifts, estimate_shifts, link_slices
 
 
+LINE_CUT_LEVEL = 0.3  # lower than `Evidence.is_line`: a split needs a line cutting a region through
+
+
 @dataclass(frozen=True)
 class ConsistencyConfig:
     """Stack settings (`link:`) of the consistency steps.
@@ -65,11 +68,12 @@ class Evidence:
 
     def is_line(self, response: float) -> bool:
         """A top-hat response that is at least half-way from interior to boundary level."""
-        return self.look != "none" and response > self.line_floor + 0.5 * (self.line_depth - self.line_floor)
-
-    def is_line_map(self, response: np.ndarray) -> np.ndarray:
-        """`is_line` per pixel of a top-hat image."""
         return response > self.line_floor + 0.5 * (self.line_depth - self.line_floor)
+
+    def is_line_map(self, response: np.ndarray, level: float = 0.5) -> np.ndarray:
+        """`is_line` per pixel of a top-hat image (`level`: the share of the way from interior
+        to boundary response that counts as line)."""
+        return response > self.line_floor + level * (self.line_depth - self.line_floor)
 
     def is_step(self, difference: float) -> bool:
         """A grey-level difference between two regions that marks two grains."""
@@ -85,6 +89,15 @@ def tophat(grey: np.ndarray, lines: str, width: int = 9) -> np.ndarray:
     return cv2.morphologyEx(smooth, op, kernel)
 
 
+def boundary_response(grey: np.ndarray, look: str) -> np.ndarray:
+    """What a boundary of this look lights up: the top-hat for lines, the grey-level gradient
+    magnitude (of the lightly smoothed slice) for grains that differ in grey only."""
+    if look != "none":
+        return tophat(grey, look)
+    smooth = cv2.GaussianBlur(np.asarray(grey, np.float32), (3, 3), 0)
+    return np.hypot(cv2.Sobel(smooth, cv2.CV_32F, 1, 0), cv2.Sobel(smooth, cv2.CV_32F, 0, 1))
+
+
 def boundary_look(labels2d: np.ndarray, grey: np.ndarray, max_slices: int = 8, ratio: float = 2.0) -> Evidence:
     """Detect the stack's boundary look on up to `max_slices` evenly spaced slices.
 
@@ -94,8 +107,8 @@ def boundary_look(labels2d: np.ndarray, grey: np.ndarray, max_slices: int = 8, r
     grey-level step between grains does not.
     """
     picks = np.unique(np.linspace(0, len(labels2d) - 1, min(max_slices, len(labels2d))).round().astype(int))
-    band_values: dict[str, list[np.ndarray]] = {"dark": [], "bright": []}
-    inner_values: dict[str, list[np.ndarray]] = {"dark": [], "bright": []}
+    band_values: dict[str, list[np.ndarray]] = {look: [] for look in ("dark", "bright", "none")}
+    inner_values: dict[str, list[np.ndarray]] = {look: [] for look in band_values}
     noise, steps = [], []
     for z in picks:
         lab, g = labels2d[z], np.asarray(grey[z], np.float32)
@@ -105,7 +118,7 @@ def boundary_look(labels2d: np.ndarray, grey: np.ndarray, max_slices: int = 8, r
         if not band.any() or not inner.any():
             continue
         for lines in band_values:
-            response = tophat(g, lines)
+            response = boundary_response(g, lines)
             band_values[lines].append(response[band])
             inner_values[lines].append(response[inner])
         residual = (g - ndi.median_filter(g, 3))[inner]
@@ -117,9 +130,9 @@ def boundary_look(labels2d: np.ndarray, grey: np.ndarray, max_slices: int = 8, r
     depth = {k: float(np.percentile(np.concatenate(v), 75)) for k, v in band_values.items()}
     floor = {k: float(np.mean(np.concatenate(v))) for k, v in inner_values.items()}
     ratios = {k: depth[k] / max(floor[k], 1e-6) for k in depth}
-    best = max(ratios, key=ratios.get)
+    best = max(("dark", "bright"), key=ratios.get)
     look = best if ratios[best] >= ratio else "none"
-    return Evidence(look, ratios[best], depth[best], floor[best], float(np.median(noise)),
+    return Evidence(look, ratios[best], depth[look], floor[look], float(np.median(noise)),
                     float(np.median(steps)) if steps else 0.0)
 
 
@@ -167,14 +180,12 @@ def split_on_lines(labels2d: np.ndarray, grey: np.ndarray, evidence: Evidence,
     from skimage.measure import label as connected
 
     labels = np.asarray(labels2d).astype(np.int64)
-    if evidence.look == "none":
-        return labels, 0
     next_id = int(labels.max(initial=0)) + 1
     n_split = 0
     for z in range(len(labels)):
         lab = labels[z]
-        response = tophat(grey[z], evidence.look)
-        lines = evidence.is_line_map(response)
+        response = boundary_response(grey[z], evidence.look)
+        lines = evidence.is_line_map(response, LINE_CUT_LEVEL)
         parts = connected(np.where(lines, 0, lab), background=0, connectivity=1)
         owner = np.zeros(int(parts.max()) + 1, np.int64)
         owner[parts.ravel()] = lab.ravel()
@@ -261,13 +272,12 @@ def absorb_fragments(labels3d: np.ndarray, grey: np.ndarray, evidence: Evidence,
     typical = float(np.median(volumes[long if long.size else present]))
     small = present[(n_slices[present] <= max_slices) & (volumes[present] <= max_volume * typical)]
     grey = np.asarray(grey, np.float32)
-    response = np.stack([tophat(g, evidence.look) for g in grey]) if evidence.look != "none" else None
+    response = np.stack([boundary_response(g, evidence.look) for g in grey])
     lut = np.arange(volumes.size)
     specks = present[volumes[present] <= speck * typical]
-    if response is not None:  # slivers: grains made of boundary line
-        on_line = np.bincount(labels.ravel(), response.ravel(), volumes.size)[present] / volumes[present]
-        thin = evidence.is_line_map(on_line) & (volumes[present] <= max_volume * typical)
-        specks = np.union1d(specks, present[thin])
+    on_line = np.bincount(labels.ravel(), response.ravel(), volumes.size)[present] / volumes[present]
+    thin = evidence.is_line_map(on_line) & (volumes[present] <= max_volume * typical)
+    specks = np.union1d(specks, present[thin])  # slivers: grains made of boundary line
     labels = _dissolve(labels, specks)
     slices = ndi.find_objects(labels)
     small = np.setdiff1d(small, specks)
@@ -285,7 +295,7 @@ def absorb_fragments(labels3d: np.ndarray, grey: np.ndarray, evidence: Evidence,
         if target == 0:
             continue
         other = crop == target
-        if response is not None and contact_yx.sum() >= 6 and evidence.is_line(float(response[box][contact_yx].mean())):
+        if contact_yx.sum() >= 6 and evidence.is_line(float(response[box][contact_yx].mean())):
             continue
         near_f = ndi.binary_dilation(mask, iterations=3) & other
         near_t = ndi.binary_dilation(other, iterations=3) & mask
@@ -314,7 +324,7 @@ def _dissolve(labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
 
 def _best_neighbour(crop: np.ndarray, mask: np.ndarray) -> tuple[int, np.ndarray]:
     """The label sharing most contact with `mask` (6-neighbours, across a 1-px 0 gap too) and
-    the in-plane contact pixels (both sides)."""
+    the in-plane contact band (pixels within 2 px of both, the line between them included)."""
     shell = ndi.binary_dilation(mask, ndi.generate_binary_structure(3, 1), iterations=2) & ~mask
     values = crop[shell]
     values = values[values > 0]
@@ -325,8 +335,7 @@ def _best_neighbour(crop: np.ndarray, mask: np.ndarray) -> tuple[int, np.ndarray
     plane = np.zeros((3, 3, 3), bool)
     plane[1] = ndi.generate_binary_structure(2, 1)
     other = crop == target
-    contact = (ndi.binary_dilation(mask, plane, iterations=2) & other) | (
-        ndi.binary_dilation(other, plane, iterations=2) & mask)
+    contact = ndi.binary_dilation(mask, plane, iterations=2) & ndi.binary_dilation(other, plane, iterations=2)
     return target, contact
 
 

@@ -196,10 +196,10 @@ def render_stack(look: StackLook) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         truth = apply_shifts(truth, origins)
     else:
         truth = volume
-    _, truth = np.unique(truth, return_inverse=True)
-    truth = truth.reshape(look.shape).astype(np.uint32)
-    if look.drift:
+    if look.drift:  # 0 where the field of view left the volume
         truth = np.where(apply_shifts(np.ones(look.shape, np.uint8), origins) > 0, truth, 0)
+    ids, truth = np.unique(truth, return_inverse=True)
+    truth = (truth.reshape(look.shape) + (ids[0] > 0)).astype(np.uint32)  # ids 1..N, 0 kept
     return truth, grey, origins
 
 
@@ -207,6 +207,8 @@ def styled_grey(labels3d: np.ndarray, look: StackLook) -> np.ndarray:
     """uint8 (z, y, x) micrographs of a label volume in the look's style."""
     rng = np.random.default_rng(look.seed + 7)
     level = rng.uniform(0.3, 0.8, int(labels3d.max()) + 1).astype(np.float32)
+    if not look.line_px:  # no lines: neighbours must differ in grey, or nothing shows them apart
+        level = contrasting_levels(labels3d, rng)
     grey = level[labels3d]
     _, ny, nx = labels3d.shape
     angle = rng.uniform(0, 2 * np.pi)
@@ -221,6 +223,24 @@ def styled_grey(labels3d: np.ndarray, look: StackLook) -> np.ndarray:
         grey[z] *= light.astype(np.float32)
     grey += rng.normal(0.0, look.noise, grey.shape).astype(np.float32)
     return (np.clip(grey, 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def contrasting_levels(labels3d: np.ndarray, rng: np.random.Generator, low: float = 0.3, high: float = 0.8,
+                       min_step: float = 0.08) -> np.ndarray:
+    """float32 grey level per label, touching grains (3D) at least `min_step` apart where the
+    range allows (greedy: a random level among those far enough from the neighbours' levels)."""
+    from matsam.measure3d import neighbour_pairs
+
+    pairs = neighbour_pairs(labels3d)[["grain_a", "grain_b"]].to_numpy()
+    level = np.full(int(labels3d.max()) + 1, np.nan, np.float32)
+    choices = np.linspace(low, high, 64)
+    for grain in rng.permutation(np.arange(1, level.size)):
+        near = level[np.r_[pairs[pairs[:, 0] == grain, 1], pairs[pairs[:, 1] == grain, 0]]]
+        near = near[np.isfinite(near)]
+        free = choices[(np.abs(choices[:, None] - near[None]) >= min_step).all(axis=1)]
+        level[grain] = rng.choice(free if free.size else choices)
+    level[0] = 0.0
+    return level
 
 
 def line_mask(lab: np.ndarray, width: int) -> np.ndarray:

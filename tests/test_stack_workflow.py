@@ -36,7 +36,7 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snake
 FAST = {"prompts": {"grid_min": 4, "grid_max": 6, "edge_density": 1.0}}
 SHAPE = (8, 128, 128)
 VOXEL = [0.5, 0.1, 0.1]
-OUTPUTS = ["labels3d.h5", "grains3d.csv", "summary.csv", "shifts.json", "ortho_xy.png", "ortho_xz.png",
+OUTPUTS = ["labels3d.h5", "grains3d.csv", "neighbours3d.csv", "summary.csv", "shifts.json", "ortho_xy.png", "ortho_xz.png",
            "ortho_yz.png"]
 
 
@@ -251,7 +251,9 @@ def test_stack_becomes_a_dataset_of_slices(tmp_path):
     assert stack.dataset.method.merge.min_object_area == 30
     assert stack.dataset.method.quantify.pixel_size_um == 0.2
     assert stack.params() == {"stack": "st", "mode": "phase", "voxel_size_um": [1.0, 0.2, 0.2], "align": False,
-                              "min_overlap": 0.3, "max_gap": 1, "gap_min_overlap": 0.5, "refine_boundaries": "none"}
+                              "min_overlap": 0.3, "max_gap": 1, "gap_min_overlap": 0.5, "refine_boundaries": "auto",
+                              "consistent": True, "fragment_slices": 2, "fragment_volume": 0.25,
+                              "include_face_grains": False}
 
 
 def test_export_is_skipped_while_the_source_is_unchanged(tmp_path, monkeypatch):
@@ -303,6 +305,7 @@ def write_slices(folder: Path, grey: np.ndarray, labels: np.ndarray | None = Non
 
 def outputs_in(folder: Path) -> dict[str, Path]:
     return {"labels3d": folder / "labels3d.h5", "grains3d": folder / "grains3d.csv",
+            "neighbours3d": folder / "neighbours3d.csv",
             "summary": folder / "summary.csv", "shifts": folder / "shifts.json",
             **{f"ortho_{v}": folder / f"ortho_{v}.png" for v in ("xy", "xz", "yz")}}
 
