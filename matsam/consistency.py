@@ -219,7 +219,8 @@ def cut_grey_steps(labels3d: np.ndarray, grey: np.ndarray, evidence: Evidence,
     right below it; the two differ in grey level (channelling, tint), the same grain does not.
     For every grain on slices z - 1 and z, the mean grey change over the pixels where it is on
     both (off its 2D boundaries, so that lines and a 1-px boundary shift cancel) is compared,
-    after removing the slice pair's median change (a brightness drift between slices), with
+    after removing the slice pair's median change (a brightness drift between slices; with 5
+    grains or more), with
     `Evidence.is_step`; a jump starts a new grain from slice z on.
     Returns int64 labels and the number of cuts.
     """
@@ -234,7 +235,8 @@ def cut_grey_steps(labels3d: np.ndarray, grey: np.ndarray, evidence: Evidence,
             continue
         ids, inverse, count = np.unique(a[keep], return_inverse=True, return_counts=True)
         change = np.bincount(inverse, (grey[z] - grey[z - 1])[keep]) / count
-        change -= np.median(change[count >= min_pixels]) if (count >= min_pixels).any() else 0.0
+        if (count >= min_pixels).sum() >= 5:
+            change -= np.median(change[count >= min_pixels])
         jump = ids[(count >= min_pixels) & np.array([evidence.is_step(c) for c in change])]
         if jump.size:
             tail = np.isin(labels[z:], jump)
