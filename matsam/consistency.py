@@ -255,7 +255,7 @@ def absorb_fragments(labels3d: np.ndarray, grey: np.ndarray, evidence: Evidence,
     median volume of the stack's longer grains (those on more slices). Its neighbours are the grains it touches (6-connected,
     a 1-px gap of 0 allowed); the one with the largest contact joins it unless the image
     separates them: a line along their in-plane contact (`Evidence.is_line`) or a grey-level
-    change between their voxels near the contact (`Evidence.is_step`). Specks (at most `speck`
+    change between their voxels near the contact, off the lines (`Evidence.is_step`). Specks (at most `speck`
     times that median volume, on any number of slices) and slivers (fragment-sized grains, on any
     number of slices, whose mean top-hat response is a line's: made of boundary line) are no grains: they are dissolved into the
     grains around them, slice by slice, whatever the image says. Smallest first; returns
@@ -299,8 +299,9 @@ def absorb_fragments(labels3d: np.ndarray, grey: np.ndarray, evidence: Evidence,
         other = crop == target
         if contact_yx.sum() >= 6 and evidence.is_line(float(response[box][contact_yx].mean())):
             continue
-        near_f = ndi.binary_dilation(mask, iterations=3) & other
-        near_t = ndi.binary_dilation(other, iterations=3) & mask
+        off_line = ~evidence.is_line_map(response[box], LINE_CUT_LEVEL)  # grain pixels only
+        near_f = ndi.binary_dilation(mask, iterations=3) & other & off_line
+        near_t = ndi.binary_dilation(other, iterations=3) & mask & off_line
         if near_f.sum() >= 5 and near_t.sum() >= 5 and evidence.is_step(
                 float(grey[box][near_t].mean() - grey[box][near_f].mean())):
             continue

@@ -332,8 +332,10 @@ def test_link_step_aligns_a_drifting_stack(tmp_path):
     link_stack(*files, plain_out, {**params, "align": False})
     with h5py.File(plain_out["labels3d"], "r") as f:
         plain = f["labels"][()]
-    assert ari_3d(apply_shifts(truth, shifts), aligned) >= max(0.98, ari_3d(truth, plain) + 0.03)
-    assert aligned.max() < 0.7 * plain.max()  # unaligned, grains break up into pieces
+    registered = apply_shifts(truth, shifts)
+    assert ari_3d(registered, aligned) >= max(0.95, ari_3d(truth, plain) + 0.03)
+    n_true = len(np.unique(registered[registered > 0]))
+    assert abs(int(aligned.max()) - n_true) <= 0.1 * n_true < plain.max() - n_true  # unaligned, grains break up
     assert pd.read_csv(out["grains3d"])["volume_um3"].isna().all()
 
 
