@@ -11,11 +11,11 @@ metadata) are copied into every timed run, so that a timed run does the SAM jobs
 
 (a) local:  `snakemake --cores 2 --until segment_crops`, wall time of the whole command (DAG
             build and job start-ups included); also the sum of the SAM jobs' own benchmark
-            files (<results>/_logs/segment_crops/*/*.benchmark.tsv);
+            files (<results>/_logs/{embed,segment}_crops/*/*.benchmark.tsv);
 (b) slurm:  the same with `--profile profiles/slurm-ci` on the local one-node cluster
             (scripts/local-slurm.sh; skipped if it is not UP). Its one fake GPU and 2 CPUs run one
             SAM job at a time, as (a) does with --cores 2 and 2 threads per SAM job;
-(c) loop:   `matsam.stages.segment_images` over all images with ONE Segmenter, in this process
+(c) loop:   `matsam.stages.embed_and_segment` over all images with ONE Segmenter, in this process
             (model load timed separately), the floor any pipeline can reach.
 
 for each `sam_images_per_job` (default 1 and 16). With 1 image per SAM job, (b) runs on the first
@@ -44,6 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
 PROFILE = REPO / "profiles" / "slurm-ci"
+SAM_RULES = {"embed_crops", "segment_crops"}
 DATASET = "bench"
 FAST = {"prompts": {"grid_min": 4, "grid_max": 6, "edge_density": 1.0}, "crops": {"n_layers": 0}}
 PREFIX = f"matsam_bench_{uuid.uuid4().hex[:8]}"  # Slurm job names: <prefix>_<run uuid>
@@ -110,7 +111,7 @@ def copy_prepared(base: Path, folder: Path) -> None:
 
 def sam_job_seconds(folder: Path) -> float:
     total = 0.0
-    for tsv in (folder / "results" / "_logs" / "segment_crops").rglob("*.benchmark.tsv"):
+    for tsv in (folder / "results" / "_logs").glob("*_crops/*/*.benchmark.tsv"):
         with tsv.open() as fh:
             total += float(next(csv.DictReader(fh, delimiter="\t"))["s"])
     return total
@@ -143,10 +144,11 @@ def loop(base: Path, out: Path, threads: int) -> dict:
     names = sorted(dataset.images)
     work = base / "results" / "_work" / DATASET
     t0 = time.perf_counter()
-    segmenter = Segmenter.from_config(cfg.sam)
+    segmenter = Segmenter.from_config(cfg.model)
     t1 = time.perf_counter()
-    stages.segment_images(names, [work / n / "image.png" for n in names], [work / n / "crops.json" for n in names],
-                          [work / n / "prompts.npz" for n in names], out, cfg, segmenter)
+    stages.embed_and_segment(names, [work / n / "image.png" for n in names],
+                             [work / n / "crops.json" for n in names], [work / n / "prompts.npz" for n in names],
+                             out / "embeddings", out / "masks", cfg, segmenter)
     t2 = time.perf_counter()
     return {"mode": "loop", "per_job": len(names), "images": len(names), "load_s": t1 - t0, "segment_s": t2 - t1,
             "wall_s": t2 - t0}
@@ -238,11 +240,11 @@ def main() -> None:
                 copy_prepared(base_for(n), folder)
                 write_config(folder, dataset_of(n), per_job)
                 todo = planned(folder, "--until", "segment_crops")
-                if set(todo) != {"segment_crops"}:  # the code changed since the set-up (other edits)
+                if set(todo) != SAM_RULES:  # the code changed since the set-up (other edits)
                     print(f"    pre-SAM jobs to redo first (untimed): {todo}", flush=True)
                     snakemake(folder, "--until", "make_prompts", timeout=args.timeout)
                     todo = planned(folder, "--until", "segment_crops")
-                    assert set(todo) == {"segment_crops"}, f"more than SAM jobs left to do: {todo}"
+                    assert set(todo) == SAM_RULES, f"more than SAM jobs left to do: {todo}"
                 wall = snakemake(folder, "--until", "segment_crops", timeout=args.timeout, slurm=mode == "slurm")
                 identical = same_masks(masks_of(folder / "results" / "_work" / DATASET / "sam"), reference)
                 results.append({"mode": mode, "per_job": per_job, "images": n, "sam_jobs": todo["segment_crops"],

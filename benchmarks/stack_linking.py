@@ -58,7 +58,7 @@ def chain_2d(grey: np.ndarray, picks: list[int], folder: Path, cfg, threads: int
     from matsam.sam import Segmenter
 
     torch.set_num_threads(threads)
-    segmenter, load_s = timed(Segmenter.from_config, cfg.sam)
+    segmenter, load_s = timed(Segmenter.from_config, cfg.model)
     rows = {}
     for z in picks:
         d = folder / f"slice_{z:04d}"
@@ -69,8 +69,8 @@ def chain_2d(grey: np.ndarray, picks: list[int], folder: Path, cfg, threads: int
         _, t["crops"] = timed(stages.plan_crops, d / "image.png", d / "crops.json", cfg)
         _, t["prompts"] = timed(stages.make_prompts, d / "image.png", d / "crops.json", d / "prompts.npz", cfg)
         n_points = sum(v.shape[0] for k, v in io.read_npz(d / "prompts.npz").items() if k.startswith("points_"))
-        _, t["sam"] = timed(stages.segment_images, [d.name], [d / "image.png"], [d / "crops.json"],
-                            [d / "prompts.npz"], folder / "sam", cfg, segmenter=segmenter)
+        _, t["sam"] = timed(stages.embed_and_segment, [d.name], [d / "image.png"], [d / "crops.json"],
+                            [d / "prompts.npz"], folder / "embeddings", folder / "sam", cfg, segmenter)
         _, t["merge"] = timed(stages.merge_masks, d / "image.png", d / "crops.json", d / "prompts.npz",
                               folder / "sam", d.name, d / "labels.tif", d / "boundaries.png", cfg)
         _, t["overlay"] = timed(stages.draw_overlay, d / "image.png", d / "labels.tif", d / "boundaries.png",
@@ -107,7 +107,7 @@ def main() -> None:
     rows: dict = {}
     if args.sam_slices > 0:
         overrides = {"prompts": {"grid_min": 4, "grid_max": 6, "edge_density": 1.0}} if args.fast else {}
-        cfg = method_config("grain", {**overrides, "sam": {"device": "cpu"}})
+        cfg = method_config("grain", {**overrides, "model": {"device": "cpu"}})
         picks = [int(z) for z in np.linspace(0, args.slices - 1, args.sam_slices).round()]
         with tempfile.TemporaryDirectory() as tmp:
             rows, load_s = chain_2d(grey, picks, Path(tmp), cfg, args.threads)

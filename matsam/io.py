@@ -186,6 +186,16 @@ def write_npz(path: str | os.PathLike[str], **arrays: np.ndarray) -> None:
             np.savez_compressed(fh, **arrays)
 
 
+def write_npy(path: str | os.PathLike[str], array: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, array)
+
+
+def read_npy(path: str | os.PathLike[str]) -> np.ndarray:
+    return np.load(path)
+
+
 def read_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     with np.load(path) as data:
         return {key: data[key] for key in data.files}

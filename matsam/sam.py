@@ -4,24 +4,31 @@ Where SAM's automatic mask generator spends its time is the decoder side: it ups
 low-resolution masks of every point to full size before filtering. Here the best of the three
 masks is picked by predicted IoU, the IoU and stability filters run on the 256x256 logits, and
 only the survivors are upsampled. Masks leave this module bit-packed.
+
+The two halves run in separate jobs: the `Encoder` (the image encoder, one pass per crop) writes
+embeddings that the `Decoder` (prompt encoder + matsam's mask decoder) reads, so a change of
+prompt, filter or merge settings reruns only the cheap half.
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import SamConfig
+from .config import ModelConfig, SamConfig
 from .decoder import FastMaskDecoder
 from .masks import CropMasks
 from .nms import nms
 from .weights import default_checkpoint, is_verified, verify
 
 LOW_RES = 256  # SAM's mask decoder output size
+IMAGE_SIZE = 1024  # SAM's input side, for every model family
 MODEL_FAMILIES = {"mobile_sam": ("mobile_sam", "vit_t"), "vit_b": ("segment_anything", "vit_b"),
                   "vit_l": ("segment_anything", "vit_l"), "vit_h": ("segment_anything", "vit_h")}
 
@@ -30,7 +37,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("sam.device is 'cuda' but no CUDA device is visible")
+        raise RuntimeError("device is 'cuda' but no CUDA device is visible")
     return torch.device(name)
 
 
@@ -57,61 +64,101 @@ def build_model(model: str, checkpoint: str | Path | None) -> torch.nn.Module:
     return net.eval()
 
 
-def checkpoint_for(cfg: SamConfig) -> Path:
+def build_decoder_model(checkpoint: str | Path | None) -> torch.nn.Module:
+    """SAM's prompt encoder and mask decoder alone, with the checkpoint's weights.
+
+    Every model family (MobileSAM included) shares this architecture, so the decoder job builds it
+    from `segment_anything`'s classes: no image encoder weights to hold, and no timm import
+    (seconds of start-up per job).
+    """
+    from segment_anything.modeling import MaskDecoder, PromptEncoder, TwoWayTransformer
+
+    side = IMAGE_SIZE // 16
+    net = torch.nn.Module()
+    net.prompt_encoder = PromptEncoder(embed_dim=256, image_embedding_size=(side, side),
+                                       input_image_size=(IMAGE_SIZE, IMAGE_SIZE), mask_in_chans=16)
+    net.mask_decoder = MaskDecoder(
+        num_multimask_outputs=3, transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
+        transformer_dim=256, iou_head_depth=3, iou_head_hidden_dim=256)
+    if checkpoint is not None:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+        net.load_state_dict({k: v for k, v in state.items() if k.startswith(("prompt_encoder.", "mask_decoder."))})
+    return net.eval()
+
+
+def checkpoint_for(cfg: ModelConfig) -> Path:
     """The checkpoint to load: the configured path, or the verified default MobileSAM weights."""
     if cfg.checkpoint:
         path = Path(cfg.checkpoint).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: SAM checkpoint not found (sam.checkpoint)")
+            raise FileNotFoundError(f"{path}: SAM checkpoint not found (model.checkpoint)")
         return path
-    if cfg.model != "mobile_sam":
-        raise ValueError(f"sam.model {cfg.model!r} needs sam.checkpoint: a path to its weights")
+    if cfg.name != "mobile_sam":
+        raise ValueError(f"model.name {cfg.name!r} needs model.checkpoint: a path to its weights")
     path = default_checkpoint()
     if not is_verified(path):
         verify(path)
     return path
 
 
-class Segmenter:
-    """A loaded SAM model that segments crops from point prompts. Load once, call many times."""
+def input_size(h: int, w: int) -> tuple[int, int]:
+    """A crop's size once resized to SAM's longest side."""
+    scale = IMAGE_SIZE / max(h, w)
+    return int(h * scale + 0.5), int(w * scale + 0.5)
 
-    def __init__(self, net: torch.nn.Module, device: torch.device):
+
+class _Precision:
+    """float32, or autocast to half precision on the model's device."""
+
+    def __init__(self, device: torch.device, precision: str):
+        self.device, self.dtype = device, getattr(torch, precision)
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        if self.dtype == torch.float32:
+            yield
+        else:
+            with torch.autocast(self.device.type, dtype=self.dtype):
+                yield
+
+
+class Encoder:
+    """SAM's image encoder: one (1, 256, 64, 64) embedding per crop, the expensive half."""
+
+    def __init__(self, net: torch.nn.Module, device: torch.device, precision: str = "float32"):
         self.net = net.to(device)
         self.device = device
-        self.decoder = FastMaskDecoder(self.net)
-        self.size = int(net.image_encoder.img_size)
+        self.precision = _Precision(device, precision)
 
     @classmethod
-    def from_config(cls, cfg: SamConfig) -> "Segmenter":
-        return cls(build_model(cfg.model, checkpoint_for(cfg)), resolve_device(cfg.device))
-
-    def _input_size(self, h: int, w: int) -> tuple[int, int]:
-        scale = self.size / max(h, w)
-        return int(h * scale + 0.5), int(w * scale + 0.5)
+    def from_config(cls, cfg: ModelConfig) -> "Encoder":
+        return cls(build_model(cfg.name, checkpoint_for(cfg)), resolve_device(cfg.device), cfg.precision)
 
     @torch.inference_mode()
     def embed(self, rgb: np.ndarray) -> torch.Tensor:
         """Image embedding of an (H, W, 3) uint8 RGB crop, resized to SAM's 1024 longest side."""
-        h, w = rgb.shape[:2]
-        th, tw = self._input_size(h, w)
+        th, tw = input_size(*rgb.shape[:2])
         image = torch.as_tensor(rgb, device=self.device).permute(2, 0, 1)[None].float()
         image = F.interpolate(image, (th, tw), mode="bilinear", align_corners=False, antialias=True)
-        return self.net.image_encoder(self.net.preprocess(image))
+        with self.precision():
+            return self.net.image_encoder(self.net.preprocess(image)).float()
+
+
+class Decoder:
+    """Point prompts -> a crop's masks, from the crop's image embedding (see `decode`)."""
+
+    def __init__(self, net: torch.nn.Module, device: torch.device, precision: str = "float32"):
+        self.net = net.to(device)
+        self.device = device
+        self.precision = _Precision(device, precision)
+        self.fast = FastMaskDecoder(self.net)
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig) -> "Decoder":
+        return cls(build_decoder_model(checkpoint_for(cfg)), resolve_device(cfg.device), cfg.precision)
 
     @torch.inference_mode()
-    def segment(self, rgb: np.ndarray, points: np.ndarray, cfg: SamConfig,
-                n_seed: int | None = None) -> CropMasks:
-        """Best-of-three masks for every point prompt, filtered, with NMS inside the crop.
-
-        rgb: (H, W, 3) uint8; points: (N, 2) float (x, y) in the crop's pixels; see `decode`.
-        """
-        h, w = rgb.shape[:2]
-        if len(points) == 0:
-            return CropMasks.empty((h, w))
-        return self.decode(self.embed(rgb), (h, w), points, cfg, n_seed)
-
-    @torch.inference_mode()
-    def decode(self, features: torch.Tensor, shape: tuple[int, int], points: np.ndarray, cfg: SamConfig,
+    def decode(self, features: torch.Tensor | np.ndarray, shape: tuple[int, int], points: np.ndarray, cfg: SamConfig,
                n_seed: int | None = None) -> CropMasks:
         """Masks of a crop from its image embedding (1, C, 64, 64) and its point prompts.
 
@@ -124,10 +171,11 @@ class Segmenter:
         h, w = shape
         if len(points) == 0:
             return CropMasks.empty((h, w))
-        th, tw = self._input_size(h, w)
-        valid = (-(-th * LOW_RES // self.size), -(-tw * LOW_RES // self.size))
+        th, tw = input_size(h, w)
+        valid = (-(-th * LOW_RES // IMAGE_SIZE), -(-tw * LOW_RES // IMAGE_SIZE))
         scale = torch.tensor([tw / w, th / h], device=self.device)
-        state = self.decoder.prepare(features)
+        with self.precision():
+            state = self.fast.prepare(torch.as_tensor(features, device=self.device))
         kept: list[tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
         covered = np.zeros((h, w), dtype=bool)
         cols = np.clip(points[:, 0].astype(int), 0, w - 1)
@@ -145,10 +193,11 @@ class Segmenter:
                 decoded += len(index_np)
                 batch = torch.as_tensor(points[index_np], dtype=torch.float32, device=self.device)
                 labels = torch.ones(len(batch), 1, dtype=torch.int, device=self.device)
-                sparse, _ = self.net.prompt_encoder(points=((batch * scale)[:, None, :], labels),
-                                                    boxes=None, masks=None)
-                logits, iou = self.decoder.decode(state, sparse, valid)
-                chosen = choose_masks(logits, iou, cfg)
+                with self.precision():
+                    sparse, _ = self.net.prompt_encoder(points=((batch * scale)[:, None, :], labels),
+                                                        boxes=None, masks=None)
+                    logits, iou = self.fast.decode(state, sparse, valid)
+                chosen = choose_masks(logits.float(), iou.float(), cfg)
                 if chosen is None:
                     continue
                 logits, score, stability, ok = chosen
@@ -161,6 +210,34 @@ class Segmenter:
         decode_round(np.arange(n_seed))
         decode_round(n_seed + spread_order(len(points) - n_seed, cfg.points_per_batch))
         return nms_crop(kept, (h, w), cfg.box_nms_thresh, decoded)
+
+
+class Segmenter:
+    """Encoder and decoder in one process (the `matsam segment` CLI, tests, benchmarks): the
+    full model is loaded once and both halves share its weights."""
+
+    def __init__(self, net: torch.nn.Module, device: torch.device, precision: str = "float32"):
+        self.encoder = Encoder(net, device, precision)
+        self.decoder = Decoder(net, device, precision)
+        self.net = self.encoder.net
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig) -> "Segmenter":
+        return cls(build_model(cfg.name, checkpoint_for(cfg)), resolve_device(cfg.device), cfg.precision)
+
+    def embed(self, rgb: np.ndarray) -> torch.Tensor:
+        return self.encoder.embed(rgb)
+
+    def segment(self, rgb: np.ndarray, points: np.ndarray, cfg: SamConfig,
+                n_seed: int | None = None) -> CropMasks:
+        """Best-of-three masks for every point prompt, filtered, with NMS inside the crop.
+
+        rgb: (H, W, 3) uint8; points: (N, 2) float (x, y) in the crop's pixels; see `Decoder.decode`.
+        """
+        shape = rgb.shape[:2]
+        if len(points) == 0:
+            return CropMasks.empty(shape)
+        return self.decoder.decode(self.embed(rgb), shape, points, cfg, n_seed)
 
 
 def spread_order(n: int, batch: int) -> np.ndarray:

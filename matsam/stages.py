@@ -8,8 +8,10 @@ inputs, calls the pure functions of the other modules, and writes its outputs at
 from __future__ import annotations
 
 import json
+import logging
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -22,7 +24,9 @@ from .merge import candidates, cross_crop_nms, merge_grains, merge_multiphase, m
 from .overlay import overlay
 
 if TYPE_CHECKING:
-    from .sam import Segmenter
+    from .sam import Decoder, Encoder, Segmenter
+
+log = logging.getLogger("matsam")
 
 PathLike = str | Path
 METRIC_COLUMNS = ["image", "method", "ari", "vi", "iou", "miou", "f1", "recall"]
@@ -57,27 +61,68 @@ def make_prompts(image: PathLike, crops_file: PathLike, dst: PathLike, cfg: Meth
 
 
 def mask_file(masks_dir: PathLike, name: str, crop_index: int) -> Path:
-    """Where the SAM step writes the masks of crop `crop_index` of image `name`."""
+    """Where the SAM decoder step writes the masks of crop `crop_index` of image `name`."""
     return Path(masks_dir) / name / f"crop_{crop_index}.npz"
 
 
-def segment_images(names: Sequence[str], images: Sequence[PathLike], crops_files: Sequence[PathLike],
-                   prompts_files: Sequence[PathLike], masks_dir: PathLike, cfg: MethodConfig,
-                   segmenter: "Segmenter | None" = None) -> None:
-    """One SAM job: load the model once, segment every crop of every image given, and write
-    each crop's masks (bit-packed, with scores and boxes) to its own file (`mask_file`)."""
-    from .sam import Segmenter
+def embedding_file(embeddings_dir: PathLike, name: str, crop_index: int) -> Path:
+    """Where the SAM encoder step writes the image embedding of crop `crop_index` of image `name`."""
+    return Path(embeddings_dir) / name / f"crop_{crop_index}.npy"
 
-    segmenter = segmenter or Segmenter.from_config(cfg.sam)
-    for name, image, crops_file, prompts_file in zip(names, images, crops_files, prompts_files, strict=True):
-        rgb = io.read_image(image)
-        if cfg.read.stretch:
-            rgb = io.stretch_contrast(rgb, cfg.read.percentiles)
+
+def sam_windows(image: PathLike, crops_file: PathLike, cfg: MethodConfig) -> Iterator[tuple[Crop, np.ndarray]]:
+    """Each crop of a prepared image as SAM sees it (contrast-stretched when `read.stretch`)."""
+    rgb = io.read_image(image)
+    if cfg.read.stretch:
+        rgb = io.stretch_contrast(rgb, cfg.read.percentiles)
+    for crop in read_crops(crops_file):
+        yield crop, np.ascontiguousarray(rgb[crop.y0 : crop.y1, crop.x0 : crop.x1])
+
+
+def embed_images(names: Sequence[str], images: Sequence[PathLike], crops_files: Sequence[PathLike],
+                 embeddings_dir: PathLike, cfg: MethodConfig, encoder: "Encoder | None" = None) -> None:
+    """One SAM encoder job: load the model once and write every crop's image embedding."""
+    from .sam import Encoder
+
+    encoder = encoder or Encoder.from_config(cfg.model)
+    for name, image, crops_file in zip(names, images, crops_files, strict=True):
+        start = time.perf_counter()
+        crops = 0
+        for crop, window in sam_windows(image, crops_file, cfg):
+            io.write_npy(embedding_file(embeddings_dir, name, crop.index), encoder.embed(window).cpu().numpy())
+            crops += 1
+        log.info("%s: %d crop embedding(s) in %.1f s", name, crops, time.perf_counter() - start)
+
+
+def segment_images(names: Sequence[str], crops_files: Sequence[PathLike], prompts_files: Sequence[PathLike],
+                   embeddings_dir: PathLike, masks_dir: PathLike, cfg: MethodConfig,
+                   decoder: "Decoder | None" = None) -> None:
+    """One SAM decoder job: decode every crop's prompts from its stored embedding and write the
+    crop's masks (bit-packed, with scores and boxes) to its own file (`mask_file`)."""
+    from .sam import Decoder
+
+    decoder = decoder or Decoder.from_config(cfg.model)
+    for name, crops_file, prompts_file in zip(names, crops_files, prompts_files, strict=True):
+        start = time.perf_counter()
         points = io.read_npz(prompts_file)
+        prompted = decoded = kept = 0
         for crop in read_crops(crops_file):
-            window = np.ascontiguousarray(rgb[crop.y0 : crop.y1, crop.x0 : crop.x1])
-            masks = segmenter.segment(window, points[f"points_{crop.index}"], cfg.sam, points[f"n_seed_{crop.index}"])
+            features = io.read_npy(embedding_file(embeddings_dir, name, crop.index))
+            crop_points = points[f"points_{crop.index}"]
+            masks = decoder.decode(features, (crop.height, crop.width), crop_points, cfg.sam,
+                                   points[f"n_seed_{crop.index}"])
             io.write_npz(mask_file(masks_dir, name, crop.index), **masks.to_arrays())
+            prompted, decoded, kept = prompted + len(crop_points), decoded + masks.decoded, kept + len(masks)
+        log.info("%s: %d prompts, %d decoded, %d masks kept in %.1f s", name, prompted, decoded, kept,
+                 time.perf_counter() - start)
+
+
+def embed_and_segment(names: Sequence[str], images: Sequence[PathLike], crops_files: Sequence[PathLike],
+                      prompts_files: Sequence[PathLike], embeddings_dir: PathLike, masks_dir: PathLike,
+                      cfg: MethodConfig, segmenter: "Segmenter") -> None:
+    """Both SAM steps in one process with one loaded model (the CLI, benchmarks)."""
+    embed_images(names, images, crops_files, embeddings_dir, cfg, segmenter.encoder)
+    segment_images(names, crops_files, prompts_files, embeddings_dir, masks_dir, cfg, segmenter.decoder)
 
 
 def merge_masks(image: PathLike, crops_file: PathLike, prompts_file: PathLike, masks_dir: PathLike, name: str,

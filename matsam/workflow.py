@@ -28,7 +28,7 @@ class Dataset:
     images: dict[str, Path]  # stem -> image file
     labels: dict[str, Path] = field(default_factory=dict)  # stem -> label file ({} when unlabelled)
     method: MethodConfig = field(default_factory=MethodConfig)
-    images_per_job: int = 1  # images segmented by one SAM job (one model load)
+    images_per_job: int = 16  # images one SAM job takes (one model load)
 
     @property
     def map_name(self) -> str:
@@ -121,9 +121,9 @@ def load_dataset(name: str, entry: Mapping[str, Any], defaults: Mapping[str, Any
 def load_catalog(config: Mapping[str, Any], base: str | Path = ".") -> dict[str, Dataset]:
     """All datasets of a validated workflow config, checked against the file system."""
     base = Path(base)
-    defaults = merge_sections(config.get("defaults") or {}, {"sam": {"device": config.get("device", "auto")}})
+    defaults = merge_sections(config.get("defaults") or {}, {"model": {"device": config.get("device", "auto")}})
     method_config("grain", defaults, where="defaults")  # unknown keys fail even with no dataset
-    per_job = int(config.get("sam_images_per_job", 1))
+    per_job = int(config.get("sam_images_per_job", 16))
     return {
         name: replace(load_dataset(name, entry, defaults, base), images_per_job=per_job)
         for name, entry in (config.get("datasets") or {}).items()
@@ -268,12 +268,12 @@ def load_stacks(config: Mapping[str, Any], datasets: Mapping[str, Dataset], expo
     to export_root/<stack>/slice_<z>.tif. Add `stack.dataset` of each to the dataset catalogue
     to run the 2D rules on the slices."""
     base = Path(base)
-    defaults = merge_sections(config.get("defaults") or {}, {"sam": {"device": config.get("device", "auto")}})
+    defaults = merge_sections(config.get("defaults") or {}, {"model": {"device": config.get("device", "auto")}})
     stacks = {}
     for name, entry in (config.get("stacks") or {}).items():
         if name in datasets:
             raise ConfigError(f"stacks.{name}: {name!r} is also the name of a dataset; stacks and datasets "
                               "share the results folder, so their names must differ")
         stacks[name] = load_stack(name, entry, defaults, base, Path(export_root),
-                                  int(config.get("sam_images_per_job", 1)))
+                                  int(config.get("sam_images_per_job", 16)))
     return stacks

@@ -23,6 +23,11 @@ def _cfg(smk: Any):
     return method_from_params(smk.params.cfg)
 
 
+def _names(files: Any) -> list[str]:
+    """Image names of a SAM shard's work files (<work>/<dataset>/<image>/<file>)."""
+    return [Path(f).parent.name for f in files]
+
+
 def _merge(smk: Any) -> None:
     stages.merge_masks(smk.input.image, smk.input.crops, smk.input.prompts, smk.input.masks,
                        smk.wildcards.image, smk.output.labels, smk.output.map, _cfg(smk))
@@ -32,9 +37,11 @@ STEPS: dict[str, Callable[[Any], None]] = {
     "prepare_image": lambda s: stages.prepare_image(s.input.image, s.output.image, _cfg(s)),
     "plan_crops": lambda s: stages.plan_crops(s.input.image, s.output.crops, _cfg(s)),
     "make_prompts": lambda s: stages.make_prompts(s.input.image, s.input.crops, s.output.prompts, _cfg(s)),
+    "embed_crops": lambda s: stages.embed_images(
+        _names(s.input.images), s.input.images, s.input.crops, s.output.embeddings, _cfg(s)
+    ),
     "segment_crops": lambda s: stages.segment_images(
-        [Path(f).parent.name for f in s.input.images], s.input.images, s.input.crops, s.input.prompts,
-        s.output.masks, _cfg(s),
+        _names(s.input.crops), s.input.crops, s.input.prompts, s.input.embeddings, s.output.masks, _cfg(s)
     ),
     "merge_grain_masks": _merge,
     "merge_phase_masks": _merge,
@@ -65,7 +72,7 @@ def run(smk: Any) -> None:
         import os
 
         os.environ.setdefault("OMP_NUM_THREADS", str(smk.threads))
-        if smk.rule == "segment_crops":
+        if smk.rule in ("embed_crops", "segment_crops"):
             import torch
 
             torch.set_num_threads(int(smk.threads))

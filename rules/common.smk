@@ -103,16 +103,46 @@ def image_megapixels(input):
     return megapixels(input.image)
 
 
-def sam_mem_mb(wildcards, input, attempt):
+def crop_megapixels(crops_json):
+    """Largest crop of an image, in millions of pixels (from crops.json)."""
+    import json
+
+    with open(crops_json) as fh:
+        crops = json.load(fh)["crops"]
+    return max((c["x1"] - c["x0"]) * (c["y1"] - c["y0"]) for c in crops) / 1e6
+
+
+def embed_mem_mb(wildcards, input, attempt):
     largest = max(megapixels(f) for f in input.images)
     return int((2000 + 1500 * largest) * attempt)
 
 
-def sam_runtime(wildcards, input, attempt):
-    """Minutes: generous for a CPU (about a minute per megapixel and crop), doubled per retry."""
+def embed_runtime(wildcards, input, attempt):
+    """Minutes: one encoder pass (seconds on a CPU) per crop, doubled per retry."""
     crops = DATASETS[wildcards.dataset].n_crops
-    total = sum(megapixels(f) for f in input.images)
-    return int((10 + 4 * crops * max(total, 0.25)) * attempt)
+    return int((10 + 0.5 * crops * len(input.images)) * attempt)
+
+
+def decode_mem_mb(wildcards, input, attempt):
+    largest = max(crop_megapixels(f) for f in input.crops)
+    return int((1500 + 1500 * largest) * attempt)
+
+
+def decode_runtime(wildcards, input, attempt):
+    """Minutes: generous for a CPU (about a minute per megapixel and crop), doubled per retry."""
+    total = sum(crop_megapixels(f) for f in input.crops)
+    return int(
+        (10 + 2 * DATASETS[wildcards.dataset].n_crops * max(total, 0.25)) * attempt
+    )
+
+
+def embeddings_output(path):
+    """The encoder's output folder; deleted once decoded unless `keep_embeddings` (the cache)."""
+    return (
+        directory(path)
+        if config.get("keep_embeddings", True)
+        else temp(directory(path))
+    )
 
 
 def cpu_mem_mb(wildcards, input, attempt):

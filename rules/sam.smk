@@ -1,13 +1,37 @@
-# SAM inference; the only rule that may ask the scheduler for a GPU. One job loads the model once
-# and segments every crop of a shard of images (config `sam_images_per_job`, default 1 image),
-# writing each crop's masks to its own file: <shard>/<image>/crop_<i>.npz.
+# SAM inference in two rules, both scheduled like GPU work. `embed_crops` runs the image encoder
+# once per crop and keeps the embeddings; `segment_crops` decodes the point prompts from them.
+# Prompt, filter and merge settings reach only the second, so changing them never reruns the
+# encoder. One job of each takes a shard of `sam_images_per_job` images (one model load).
+
+
+rule embed_crops:
+    input:
+        images=shard_inputs("image.png"),
+        crops=shard_inputs("crops.json"),
+    output:
+        embeddings=embeddings_output(f"{WORK}/{{dataset}}/embeddings/{{shard}}"),
+    log:
+        f"{LOGS}/embed_crops/{{dataset}}/{{shard}}.log",
+    benchmark:
+        f"{LOGS}/embed_crops/{{dataset}}/{{shard}}.benchmark.tsv"
+    conda:
+        CONDA_ENV
+    threads: config["sam_threads"]
+    resources:
+        gpu=sam_gpus,
+        mem_mb=embed_mem_mb,
+        runtime=embed_runtime,
+    params:
+        cfg=stage_params("read", "model"),
+    script:
+        STEP
 
 
 rule segment_crops:
     input:
-        images=shard_inputs("image.png"),
         crops=shard_inputs("crops.json"),
         prompts=shard_inputs("prompts.npz"),
+        embeddings=f"{WORK}/{{dataset}}/embeddings/{{shard}}",
     output:
         masks=directory(f"{WORK}/{{dataset}}/sam/{{shard}}"),
     log:
@@ -19,9 +43,9 @@ rule segment_crops:
     threads: config["sam_threads"]
     resources:
         gpu=sam_gpus,
-        mem_mb=sam_mem_mb,
-        runtime=sam_runtime,
+        mem_mb=decode_mem_mb,
+        runtime=decode_runtime,
     params:
-        cfg=stage_params("read", "sam"),
+        cfg=stage_params("model", "sam"),
     script:
         STEP

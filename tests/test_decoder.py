@@ -11,7 +11,7 @@ from matsam import io, prompts
 from matsam.config import PromptConfig
 from matsam.crops import Crop
 from matsam.decoder import FastMaskDecoder
-from matsam.sam import Segmenter, build_model
+from matsam.sam import Segmenter, build_decoder_model, build_model, input_size
 
 SAMPLE = REPO / "data" / "samples" / "phase" / "images" / "spot6_0d_2.tif"
 
@@ -51,11 +51,11 @@ def test_matches_mobile_sam_decoder_on_a_micrograph(segmenter, width):
     net = segmenter.net
     with torch.inference_mode():
         embedding = segmenter.embed(rgb)
-        th, tw = segmenter._input_size(h, w)
+        th, tw = input_size(h, w)
         sparse, dense = embed_points(net, points, torch.tensor([tw / w, th / h]))
         want_logits, want_iou = reference(net, embedding, sparse, dense)
         valid = (-(-th * 256 // 1024), -(-tw * 256 // 1024))
-        logits, iou = segmenter.decoder.decode(segmenter.decoder.prepare(embedding), sparse, valid)
+        logits, iou = segmenter.decoder.fast.decode(segmenter.decoder.fast.prepare(embedding), sparse, valid)
     want_logits = want_logits[:, :, : valid[0], : valid[1]]
     assert logits.shape == want_logits.shape == (24, 3, *valid)
     assert torch.allclose(logits, want_logits, rtol=0, atol=1e-3), (logits - want_logits).abs().max()
@@ -69,10 +69,10 @@ def test_prompts_are_decoded_independently_of_their_batch(segmenter):
     rgb = io.stretch_contrast(io.to_rgb8(io.read_image(SAMPLE)))
     points = micrograph_prompts(rgb, 8)
     with torch.inference_mode():
-        state = segmenter.decoder.prepare(segmenter.embed(rgb))
+        state = segmenter.decoder.fast.prepare(segmenter.embed(rgb))
         sparse, _ = embed_points(segmenter.net, points, torch.tensor([2.0, 2.0]))
-        together, _ = segmenter.decoder.decode(state, sparse)
-        alone = torch.cat([segmenter.decoder.decode(state, sparse[i : i + 1])[0] for i in range(8)])
+        together, _ = segmenter.decoder.fast.decode(state, sparse)
+        alone = torch.cat([segmenter.decoder.fast.decode(state, sparse[i : i + 1])[0] for i in range(8)])
     assert torch.allclose(together, alone, rtol=0, atol=1e-3), (together - alone).abs().max()
 
 

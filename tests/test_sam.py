@@ -7,7 +7,7 @@ import pytest
 import torch
 from synthetic import few_discs
 
-from matsam.config import SamConfig
+from matsam.config import ModelConfig, SamConfig
 from matsam.sam import Segmenter, build_model, mask_boxes
 
 pytestmark = pytest.mark.slow
@@ -70,10 +70,10 @@ def test_vit_b_architecture_builds_without_weights():
 def test_a_missing_checkpoint_for_vit_h_is_a_clear_error():
     from matsam.sam import checkpoint_for
 
-    with pytest.raises(ValueError, match="needs sam.checkpoint"):
-        checkpoint_for(SamConfig(model="vit_h"))
+    with pytest.raises(ValueError, match="needs model.checkpoint"):
+        checkpoint_for(ModelConfig(name="vit_h"))
     with pytest.raises(FileNotFoundError, match="nowhere.pth"):
-        checkpoint_for(SamConfig(model="vit_h", checkpoint="/nowhere.pth"))
+        checkpoint_for(ModelConfig(name="vit_h", checkpoint="/nowhere.pth"))
 
 
 def test_smallest_choice_keeps_the_inner_object_of_nested_ones(segmenter):
@@ -90,3 +90,47 @@ def test_smallest_choice_keeps_the_inner_object_of_nested_ones(segmenter):
     m = small.mask(0)
     assert (m & disc).sum() / (m | disc).sum() > 0.8
     assert small.areas[0] <= best.areas[0]
+
+
+def test_the_decoder_job_model_holds_the_checkpoint_s_decoder(segmenter, mobile_sam_weights):
+    from matsam.sam import build_decoder_model
+
+    decoder = build_decoder_model(mobile_sam_weights).state_dict()
+    full = {k: v for k, v in segmenter.net.state_dict().items() if k.startswith(("prompt_encoder.", "mask_decoder."))}
+    assert decoder.keys() == full.keys() and len(full) > 100
+    assert all(torch.equal(decoder[k], full[k]) for k in full)
+
+
+def test_the_decoder_job_does_not_import_the_image_encoder_s_timm():
+    import subprocess
+    import sys
+
+    code = ("import sys; from matsam.config import ModelConfig; from matsam.sam import Decoder; "
+            "Decoder.from_config(ModelConfig(device='cpu')); print(sorted({m.split('.')[0] for m in sys.modules} "
+            "& {'timm', 'mobile_sam'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
+
+
+def test_stored_embeddings_give_the_in_process_masks(segmenter, tmp_path):
+    """The two SAM rules (encoder writes .npy, decoder reads it) give what one process gives."""
+    from matsam import io, stages
+    from matsam.config import method_config
+
+    image, _ = few_discs(seed=2)
+    io.write_png(tmp_path / "w" / "image.png", image)
+    cfg = method_config("phase", {"prompts": {"grid_min": 4, "grid_max": 4}})
+    work = tmp_path / "w"
+    stages.plan_crops(work / "image.png", work / "crops.json", cfg)
+    stages.make_prompts(work / "image.png", work / "crops.json", work / "prompts.npz", cfg)
+    stages.embed_images(["w"], [work / "image.png"], [work / "crops.json"], tmp_path / "emb", cfg, segmenter.encoder)
+    stages.segment_images(["w"], [work / "crops.json"], [work / "prompts.npz"], tmp_path / "emb", tmp_path / "masks",
+                          cfg, segmenter.decoder)
+    stored = io.read_npz(stages.mask_file(tmp_path / "masks", "w", 0))
+    points = io.read_npz(work / "prompts.npz")
+    rgb = io.stretch_contrast(io.read_image(work / "image.png"))
+    direct = segmenter.segment(rgb, points["points_0"], cfg.sam, points["n_seed_0"]).to_arrays()
+    assert len(direct["scores"]) > 0
+    for key in ("packed", "scores", "point_index", "decoded"):
+        assert np.array_equal(stored[key], direct[key]), key

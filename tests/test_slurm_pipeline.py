@@ -10,14 +10,14 @@ Checked:
 
 * every job except the local rules ran inside a Slurm job: the (rule, wildcards) that the
   Slurm jobs' own logs show executed cover every job the main process scheduled remotely;
-* the SAM jobs (segment_crops) got the GPU gres on the gpu partition, every other job none. The
-  model still runs on the CPU: the config says `device: cpu`, and profiles/slurm-ci makes the SAM
-  rule ask for a GPU anyway (set-resources `gpu`, MATSAM_SLURM_SAM_GPUS, default 1; the cluster's
+* the SAM jobs (embed_crops, segment_crops) got the GPU gres on the gpu partition, every other
+  job none. The model still runs on the CPU: the config says `device: cpu`, and profiles/slurm-ci
+  makes the SAM rules ask for a GPU anyway (set-resources `gpu`, MATSAM_SLURM_SAM_GPUS, default 1; the cluster's
   GPU is a fake gres device);
 * the CPU rules are grouped: one sbatch for the three images' pre-SAM jobs, one for the post-SAM
-  jobs, one per SAM job;
+  jobs, one per SAM job (two per image: encoder, decoder);
 * labels.tif / phase.png / objects.csv / metrics.csv equal those of the local run;
-* after changing one image, only that image's jobs are submitted again (3 sbatch), and the
+* after changing one image, only that image's jobs are submitted again (4 sbatch), and the
   other images' results are left alone.
 
 Every snakemake call runs under `timeout -s KILL` (the slurm plugin waits forever on a job that
@@ -183,7 +183,7 @@ def test_every_remote_job_ran_through_sbatch(runs):
     log = runs["first"]
     jobs = scheduled_jobs(log)
     remote = {(rule, wc) for rule, wc, local in jobs if rule not in LOCAL_RULES}
-    per_image = {"prepare_image", "plan_crops", "make_prompts", "segment_crops", "merge_phase_masks",
+    per_image = {"prepare_image", "plan_crops", "make_prompts", "embed_crops", "segment_crops", "merge_phase_masks",
                  "draw_overlay", "quantify_objects", "evaluate_image"}
     assert {rule for rule, _ in remote} == per_image and len(remote) == len(per_image) * len(IMAGES), remote
     assert not [(r, wc) for r, wc, local in jobs if local and r not in LOCAL_RULES], "remote rules run locally"
@@ -201,10 +201,10 @@ def test_only_sam_jobs_get_the_gpu_and_cpu_jobs_are_grouped(runs):
     records = sacct(list(submitted))
     kinds = {jobid: path.parent.name if path.parent.name.startswith("group_") else path.parent.parent.name
              for jobid, path in submitted.items()}
-    sam = [j for j, kind in kinds.items() if kind == "rule_segment_crops"]
+    sam = [j for j, kind in kinds.items() if kind in ("rule_embed_crops", "rule_segment_crops")]
     groups = sorted(kind.split("_sam_")[0] for kind in kinds.values() if kind.startswith("group_"))
-    assert len(sam) == len(IMAGES) and groups == ["group_post", "group_pre"], kinds
-    assert len(submitted) == len(IMAGES) + 2  # 27 jobs, 5 sbatch
+    assert len(sam) == 2 * len(IMAGES) and groups == ["group_post", "group_pre"], kinds
+    assert len(submitted) == 2 * len(IMAGES) + 2  # 30 jobs, 8 sbatch
     for jobid, rec in records.items():
         tres = dict(kv.split("=", 1) for kv in rec["AllocTRES"].split(",") if "=" in kv)
         if jobid in sam:
@@ -230,10 +230,10 @@ def test_a_changed_image_resubmits_only_its_own_jobs(runs):
     jobs = [(rule, wc) for rule, wc, _ in scheduled_jobs(log) if rule not in LOCAL_RULES]
     assert jobs
     assert {wc for _, wc in jobs} <= {"dataset=discs, image=disc_1", "dataset=discs, shard=disc_1"}, jobs
-    assert {"prepare_image", "make_prompts", "segment_crops", "merge_phase_masks", "evaluate_image"} <= {
+    assert {"prepare_image", "make_prompts", "embed_crops", "segment_crops", "merge_phase_masks", "evaluate_image"} <= {
         rule for rule, _ in jobs}
     submitted = submissions(log)
-    assert len(submitted) == 3, submitted  # pre-SAM group, SAM job, post-SAM group of disc_1
+    assert len(submitted) == 4, submitted  # pre-SAM group, SAM encoder and decoder jobs, post-SAM group
     assert executed_in_slurm(submitted.values()) >= set(jobs)
     assert {r["State"] for r in sacct(list(submitted)).values()} == {"COMPLETED"}
     results = runs["slurm"] / "results" / "discs"

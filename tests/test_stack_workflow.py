@@ -41,7 +41,7 @@ OUTPUTS = ["labels3d.h5", "grains3d.csv", "neighbours3d.csv", "summary.csv", "sh
 
 
 def write_config(folder: Path, stacks: dict, datasets: dict | None = None, name: str = "config.yaml") -> Path:
-    config = {"results": "results", "device": "cpu", "sam_threads": 1, "defaults": FAST,
+    config = {"results": "results", "device": "cpu", "sam_threads": 1, "sam_images_per_job": 1, "defaults": FAST,
               "datasets": datasets or {}, "stacks": stacks}
     path = folder / name
     path.write_text(yaml.safe_dump(config))
@@ -187,10 +187,10 @@ def test_a_changed_slice_reruns_only_its_chain_and_the_linking(stack_run):
     grey[3] = np.clip(grey[3].astype(int) + 3, 0, 255).astype(np.uint8)
     tifffile.imwrite(stack_run / "sections.tif", grey, photometric="minisblack")
     jobs = planned_jobs(stack_run)
-    # with sam_images_per_job: 1 (the default) a SAM job's shard is named after its one image
+    # with sam_images_per_job: 1 a SAM job's shard is named after its one image
     per_slice = [(rule, wc.get("image", wc.get("shard"))) for rule, wc in jobs if {"image", "shard"} & set(wc)]
     assert {image for _, image in per_slice} == {"slice_0003"}
-    assert {"prepare_image", "segment_crops", "merge_grain_masks"} <= {rule for rule, _ in per_slice}
+    assert {"prepare_image", "embed_crops", "segment_crops", "merge_grain_masks"} <= {rule for rule, _ in per_slice}
     others = {rule for rule, wc in jobs if not {"image", "shard"} & set(wc)}
     assert "link_stack" in others and others <= {"link_stack", "aggregate_dataset", "aggregate_all", "all"}
 

@@ -46,7 +46,7 @@ def pipeline_run(tmp_path_factory, mobile_sam_weights):
     write_config(folder, {
         "discs": {"images": "discs/images", "labels": "discs/labels", "mode": "phase", "pixel_size_um": 0.5},
         "grains": {"images": "grains/images", "labels": "grains/labels", "mode": "grain"},
-    })
+    }, sam_images_per_job=1)
     result = snakemake(folder, "--cores", "2")
     assert result.returncode == 0, result.stderr[-3000:]
     return folder
@@ -99,6 +99,24 @@ def planned_jobs(folder: Path) -> list[tuple[str, dict[str, str]]]:
     return parse_dry_run(out.stdout)
 
 
+def test_a_sam_filter_reruns_the_decoder_not_the_encoder(pipeline_run):
+    config_file = pipeline_run / "config.yaml"
+    original = config_file.read_text()
+    config = yaml.safe_load(original)
+    config["defaults"]["sam"] = {"pred_iou_thresh": 0.9}
+    config_file.write_text(yaml.safe_dump(config))
+    try:
+        rules = {rule for rule, _ in planned_jobs(pipeline_run)}
+    finally:
+        config_file.write_text(original)
+    assert "segment_crops" in rules and "embed_crops" not in rules
+    assert "prepare_image" not in rules and "make_prompts" not in rules
+    embeddings = sorted((pipeline_run / "results" / "_work" / "discs" / "embeddings").rglob("*.npy"))
+    assert [p.relative_to(p.parents[2]).as_posix() for p in embeddings] == [
+        "disc_0/disc_0/crop_0.npy", "disc_1/disc_1/crop_0.npy"]
+    assert np.load(embeddings[0]).shape == (1, 256, 64, 64)
+
+
 def test_a_changed_image_reruns_only_its_own_chain(pipeline_run):
     assert planned_jobs(pipeline_run) == []
     image_path = pipeline_run / "discs" / "images" / "disc_1.png"
@@ -108,9 +126,9 @@ def test_a_changed_image_reruns_only_its_own_chain(pipeline_run):
     per_image = [(rule, wc) for rule, wc in jobs if "image" in wc]
     assert {wc["image"] for _, wc in per_image} == {"disc_1"}
     assert {"prepare_image", "make_prompts", "merge_phase_masks", "evaluate_image"} <= {r for r, _ in per_image}
-    sam_jobs = [wc for rule, wc in jobs if rule == "segment_crops"]
-    assert sam_jobs == [{"dataset": "discs", "shard": "disc_1"}]
-    others = {rule for rule, wc in jobs if "image" not in wc and rule != "segment_crops"}
+    for sam_rule in ("embed_crops", "segment_crops"):
+        assert [wc for rule, wc in jobs if rule == sam_rule] == [{"dataset": "discs", "shard": "disc_1"}]
+    others = {rule for rule, wc in jobs if "image" not in wc and rule not in ("embed_crops", "segment_crops")}
     assert others <= {"aggregate_dataset", "aggregate_all", "all"}
 
 
