@@ -11,7 +11,8 @@ the share of true grains recovered as one 3D grain (one predicted grain holds >=
 true grain's voxels and the true grain holds >= 80 % of that predicted grain's), the boundary
 look detected, and seconds per slice (2D chain, linking).
 
-The slices' 2D labels are cached (--cache, keyed by the look), so a second run re-links only.
+The slices' 2D labels are cached (--cache, keyed by the look), so a second run re-links only;
+clear the cache after changing the 2D chain.
 `--baseline` also links without the consistency step (the pre-issue-12 linking, refinement as
 detected) for the same 2D labels, to show what the step adds.
 
@@ -74,8 +75,8 @@ def segment_2d(grey: np.ndarray, folder: Path, segmenter, cfg) -> tuple[list[Pat
         stages.prepare_image(d / "raw.tif", d / "image.png", cfg)
         stages.plan_crops(d / "image.png", d / "crops.json", cfg)
         stages.make_prompts(d / "image.png", d / "crops.json", d / "prompts.npz", cfg)
-        stages.segment_images([d.name], [d / "image.png"], [d / "crops.json"], [d / "prompts.npz"],
-                              folder / "sam", cfg, segmenter=segmenter)
+        stages.embed_and_segment([d.name], [d / "image.png"], [d / "crops.json"], [d / "prompts.npz"],
+                                 folder / "embeddings", folder / "sam", cfg, segmenter)
         stages.merge_masks(d / "image.png", d / "crops.json", d / "prompts.npz", folder / "sam", d.name,
                            d / "labels.tif", d / "boundaries.png", cfg)
         labels.append(d / "labels.tif")
@@ -85,7 +86,7 @@ def segment_2d(grey: np.ndarray, folder: Path, segmenter, cfg) -> tuple[list[Pat
 
 def cached_2d(look: StackLook, grey: np.ndarray, cache: Path, get_segmenter, cfg) -> tuple[np.ndarray, float]:
     """(z, y, x) 2D labels of every slice and the 2D seconds, from the cache when present."""
-    key = hashlib.sha1(repr((asdict(look), cfg.sam, cfg.prompts, cfg.merge)).encode()).hexdigest()[:12]
+    key = hashlib.sha1(repr(asdict(look)).encode()).hexdigest()[:12]  # clear the cache when the 2D chain changes
     path = cache / f"{look.name}-{key}.npz"
     if path.is_file():
         with np.load(path) as f:
@@ -133,14 +134,14 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    cfg = method_config("grain", {"sam": {"device": "cpu"}})
+    cfg = method_config("grain", {"model": {"device": "cpu"}})
     segmenter = []
 
     def get_segmenter():
         if not segmenter:
             from matsam.sam import Segmenter
 
-            segmenter.append(Segmenter.from_config(cfg.sam))
+            segmenter.append(Segmenter.from_config(cfg.model))
         return segmenter[0]
 
     rows = []

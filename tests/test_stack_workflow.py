@@ -85,8 +85,7 @@ def stack_run(tmp_path_factory, mobile_sam_weights):
     truth, grey = synthetic_stack()
     np.save(folder / "truth.npy", truth)
     tifffile.imwrite(folder / "sections.tif", grey, photometric="minisblack")
-    write_config(folder, {"grains3d": {"path": "sections.tif", "mode": "grain", "voxel_size_um": VOXEL,
-                                       "link": {"refine_boundaries": "dark"}}})
+    write_config(folder, {"grains3d": {"path": "sections.tif", "mode": "grain", "voxel_size_um": VOXEL}})
     result = snakemake(folder, "--cores", "2")
     assert result.returncode == 0, result.stderr[-3000:]
     return folder
@@ -120,7 +119,13 @@ def test_stack_outputs(stack_run):
     assert list(summary.columns) == SUMMARY_COLUMNS and len(summary) == 1
     row = summary.iloc[0]
     assert row.n_grains_3d == len(table) and row.n_slices == SHAPE[0] and row["mode"] == "grain"
-    assert row.mean_grain_volume_vox == pytest.approx(table.volume_vox.mean())
+    inner = table[~table.touches_boundary]  # grains cut by a face are left out of the size statistics
+    assert row.n_grains_sized == len(inner) and row.mean_grain_volume_vox == pytest.approx(inner.volume_vox.mean())
+    assert {"n_neighbours", "boundary_area_um2", "ellipsoid_a", "aspect_c_a"} <= set(table.columns)
+    pairs = pd.read_csv(out / "neighbours3d.csv")
+    assert list(pairs.columns) == ["grain_a", "grain_b", "shared_faces", "shared_area_um2"]
+    assert (pairs.grain_a < pairs.grain_b).all() and table.n_neighbours.sum() == 2 * len(pairs)
+    assert row.boundary_look == "dark"
     assert row.links > 0 and not row.aligned and pd.isna(row.phase_volume_fraction)
     shifts = json.loads((out / "shifts.json").read_text())
     assert shifts["aligned"] is False and shifts["shifts_dy_dx"] == [[0, 0]] * SHAPE[0]
@@ -137,7 +142,7 @@ def test_3d_grains_match_the_truth(stack_run, tmp_path):
         labels3d = f["labels"][()]
     lines = boundary_lines(truth)
     pipeline = ari_3d(truth, labels3d)
-    print(f"\n3D ARI, full pipeline (refine_boundaries: dark): {pipeline:.4f} all voxels, "
+    print(f"\n3D ARI, full pipeline (default settings: boundary look detected): {pipeline:.4f} all voxels, "
           f"{ari_3d(truth, labels3d, ~lines):.4f} off the boundary lines; "
           f"{labels3d.max()} grains, {truth.max()} true")
     assert pipeline >= 0.85
@@ -149,7 +154,8 @@ def test_3d_grains_match_the_truth(stack_run, tmp_path):
     names = [f"slice_{z:04d}" for z in range(SHAPE[0])]
     outputs = outputs_in(tmp_path)
     link_stack([slices / n / "labels.tif" for n in names], [], [work / n / "image.png" for n in names], outputs,
-               {"stack": "plain", "mode": "grain", "voxel_size_um": VOXEL, "align": False})
+               {"stack": "plain", "mode": "grain", "voxel_size_um": VOXEL, "align": False,
+                "refine_boundaries": "none", "consistent": False})
     with h5py.File(outputs["labels3d"], "r") as f:
         plain = f["labels"][()]
     print(f"3D ARI, no refinement: {ari_3d(truth, plain):.4f} all voxels, "
