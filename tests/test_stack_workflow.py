@@ -370,3 +370,23 @@ def test_link_step_rejects_slices_of_different_sizes(tmp_path):
     io.write_tiff(files[0][1], np.ones((40, 39), np.uint32))
     with pytest.raises(ValueError, match=r"slice_0001/labels.tif: slice is \(40, 39\)"):
         link_stack(*files, outputs_in(tmp_path / "out"), {"stack": "s", "mode": "grain", "align": False})
+
+
+def test_link_step_writes_3d_measurements(tmp_path):
+    truth = voronoi_volume((24, 96, 96), 60, seed=4)  # thick enough for grains inside the stack
+    grey = (grey_stack(truth, seed=4) * 255).astype(np.uint8)
+    files = write_slices(tmp_path / "in", grey, labels=perturb_labels2d(truth, seed=4))
+    out = outputs_in(tmp_path / "out")
+    row = link_stack(*files, out, {"stack": "m", "mode": "grain", "voxel_size_um": VOXEL, "align": False})
+    assert row["boundary_look"] == "dark" and row["refine_boundaries"] == "auto"
+    assert list(pd.read_csv(out["summary"]).columns) == SUMMARY_COLUMNS
+    table = pd.read_csv(out["grains3d"])
+    pairs = pd.read_csv(out["neighbours3d"])
+    assert (pairs.grain_a < pairs.grain_b).all() and table.n_neighbours.sum() == 2 * len(pairs)
+    assert np.allclose(table.boundary_area_um2.sum(), 2 * pairs.shared_area_um2.sum())
+    assert (table.ellipsoid_a >= table.ellipsoid_b).all() and (table.aspect_c_a <= 1).all()
+    inner = table[~table.touches_boundary]
+    assert 0 < row["n_grains_sized"] == len(inner) < len(table)
+    assert row["mean_grain_volume_vox"] == pytest.approx(inner.volume_vox.mean())
+    assert row["mean_grain_volume_um3"] == pytest.approx(inner.volume_um3.mean())
+    assert abs(row["n_grains_3d"] - int(truth.max())) <= 0.1 * int(truth.max())
