@@ -111,7 +111,8 @@ def link(labels2d: np.ndarray, grey: np.ndarray, look: StackLook, extra: dict) -
             label_files.append(d / "labels.tif")
             grey_files.append(d / "image.png")
         outputs = {k: tmp / f"{k}.out" for k in ("grains3d", "neighbours3d", "summary", "shifts")}
-        outputs |= {"labels3d": tmp / "labels3d.h5", **{f"ortho_{v}": tmp / f"ortho_{v}.png" for v in "xy xz yz".split()}}
+        outputs |= {"labels3d": tmp / "labels3d.h5",
+                    **{f"ortho_{v}": tmp / f"ortho_{v}.png" for v in ("xy", "xz", "yz")}}
         params = {"stack": look.name, "mode": "grain", "voxel_size_um": None, "align": look.drift > 0,
                   **LINK_DEFAULTS, **extra}
         start = time.perf_counter()
@@ -145,7 +146,9 @@ def main() -> None:
         return segmenter[0]
 
     rows = []
-    variants = {"default": {}} | ({"before (no refinement, no consistency)": {"refine_boundaries": "none", "consistent": False}} if args.baseline else {})
+    variants = {"default": {}}
+    if args.baseline:  # the linking before issue 12
+        variants["before (no refinement, no consistency)"] = {"refine_boundaries": "none", "consistent": False}
     for look in FAMILY:
         if args.only and look.name not in args.only:
             continue

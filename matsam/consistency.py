@@ -29,7 +29,6 @@ from skimage.segmentation import find_boundaries, watershed
 
 from .stack3d import LinkConfig, LinkStats, apply_shifts, estimate_shifts, link_slices
 
-
 LINE_CUT_LEVEL = 0.3  # lower than `Evidence.is_line`: a split needs a line cutting a region through
 
 
@@ -130,7 +129,7 @@ def boundary_look(labels2d: np.ndarray, grey: np.ndarray, max_slices: int = 8, r
     depth = {k: float(np.percentile(np.concatenate(v), 75)) for k, v in band_values.items()}
     floor = {k: float(np.mean(np.concatenate(v))) for k, v in inner_values.items()}
     ratios = {k: depth[k] / max(floor[k], 1e-6) for k in depth}
-    best = max(("dark", "bright"), key=ratios.get)
+    best = "dark" if ratios["dark"] >= ratios["bright"] else "bright"
     look = best if ratios[best] >= ratio else "none"
     return Evidence(look, ratios[best], depth[look], floor[look], float(np.median(noise)),
                     float(np.median(steps)) if steps else 0.0)
@@ -170,11 +169,11 @@ def split_on_lines(labels2d: np.ndarray, grey: np.ndarray, evidence: Evidence,
     """Split 2D regions that a boundary line of the image cuts through.
 
     A 2D segmenter sometimes takes two grains and the line between them as one region, on
-    every slice alike, so the neighbouring slices cannot tell. Line pixels (`Evidence.is_line`
-    per pixel of the top-hat, grown by 1 px to close gaps in thin lines) are taken out of each
-    region; when that leaves two or more parts
-    of >= `min_share` of the region and >= `min_area` px, the region is split by a watershed
-    on `elevation` seeded by those parts. Only for line looks (dark / bright).
+    every slice alike, so the neighbouring slices cannot tell. Boundary pixels (the look's
+    `boundary_response` above `LINE_CUT_LEVEL` of the way from interior to boundary level: a
+    line, or a grey-level edge for contrast-only grains) are taken out of each region; when
+    that leaves two or more parts of >= `min_share` of the region and >= `min_area` px, the
+    region is split by a watershed on `elevation` seeded by those parts.
     Returns int64 labels and the number of regions split.
     """
     from skimage.measure import label as connected
@@ -252,12 +251,13 @@ def absorb_fragments(labels3d: np.ndarray, grey: np.ndarray, evidence: Evidence,
     """Join short 3D fragments to the neighbour they share most surface with.
 
     A fragment lies on at most `max_slices` slices and holds at most `max_volume` times the
-    median volume of the stack's longer grains (those on more slices). Its neighbours are the grains it touches (6-connected,
-    a 1-px gap of 0 allowed); the one with the largest contact joins it unless the image
-    separates them: a line along their in-plane contact (`Evidence.is_line`) or a grey-level
-    change between their voxels near the contact, off the lines (`Evidence.is_step`). Specks (at most `speck`
-    times that median volume, on any number of slices) and slivers (fragment-sized grains, on any
-    number of slices, whose mean top-hat response is a line's: made of boundary line) are no grains: they are dissolved into the
+    median volume of the stack's longer grains (those on more slices). Its neighbours are the
+    grains it touches (6-connected, a 1-px gap of 0 allowed); the one with the largest contact
+    joins it unless the image separates them: a line along their in-plane contact
+    (`Evidence.is_line`) or a grey-level change between their voxels near the contact, off the
+    lines (`Evidence.is_step`). Specks (at most `speck` times that median volume, on any number
+    of slices) and slivers (fragment-sized grains, on any number of slices, whose mean boundary
+    response is a line's: made of boundary line) are no grains: they are dissolved into the
     grains around them, slice by slice, whatever the image says. Smallest first; returns
     the relabelled uint32 volume (ids 1..N in order of first appearance) and the joins made.
     """

@@ -166,8 +166,8 @@ def link_stack(label_files: Sequence[PathLike], map_files: Sequence[PathLike],
     io.write_csv(outputs["neighbours3d"], pairs)
     numbers = stack_summary(labels3d, voxel, phase)
     sizes = size_statistics(table, bool(params.get("include_face_grains", False)))
-    numbers |= {**sizes, "mean_grain_volume_um3": (
-        sizes["mean_grain_volume_vox"] * float(np.prod(voxel)) if voxel and sizes["n_grains_sized"] else None)}
+    mean_vox = sizes["mean_grain_volume_vox"]
+    numbers |= {**sizes, "mean_grain_volume_um3": mean_vox * float(np.prod(voxel)) if voxel and mean_vox else None}
     nz, ny, nx = labels3d.shape
     row = {
         "stack": params.get("stack", ""), "mode": mode, "n_slices": nz, "height": ny, "width": nx,

@@ -36,8 +36,8 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snake
 FAST = {"prompts": {"grid_min": 4, "grid_max": 6, "edge_density": 1.0}}
 SHAPE = (8, 128, 128)
 VOXEL = [0.5, 0.1, 0.1]
-OUTPUTS = ["labels3d.h5", "grains3d.csv", "neighbours3d.csv", "summary.csv", "shifts.json", "ortho_xy.png", "ortho_xz.png",
-           "ortho_yz.png"]
+OUTPUTS = ["labels3d.h5", "grains3d.csv", "neighbours3d.csv", "summary.csv", "shifts.json", "ortho_xy.png",
+           "ortho_xz.png", "ortho_yz.png"]
 
 
 def write_config(folder: Path, stacks: dict, datasets: dict | None = None, name: str = "config.yaml") -> Path:
