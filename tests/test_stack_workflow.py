@@ -119,8 +119,8 @@ def test_stack_outputs(stack_run):
     assert list(summary.columns) == SUMMARY_COLUMNS and len(summary) == 1
     row = summary.iloc[0]
     assert row.n_grains_3d == len(table) and row.n_slices == SHAPE[0] and row["mode"] == "grain"
-    inner = table[~table.touches_boundary]  # grains cut by a face are left out of the size statistics
-    assert row.n_grains_sized == len(inner) and row.mean_grain_volume_vox == pytest.approx(inner.volume_vox.mean())
+    # grains cut by a face are left out of the size statistics: in 8 slices every grain is cut
+    assert row.n_grains_sized == (~table.touches_boundary).sum() == 0 and pd.isna(row.mean_grain_volume_vox)
     assert {"n_neighbours", "boundary_area_um2", "ellipsoid_a", "aspect_c_a"} <= set(table.columns)
     pairs = pd.read_csv(out / "neighbours3d.csv")
     assert list(pairs.columns) == ["grain_a", "grain_b", "shared_faces", "shared_area_um2"]
