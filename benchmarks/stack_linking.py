@@ -136,6 +136,7 @@ def main() -> None:
             files[0].append(d / "labels.tif")
             files[2].append(d / "image.png")
         outputs = {"labels3d": tmp / "labels3d.h5", "grains3d": tmp / "grains3d.csv",
+                   "neighbours3d": tmp / "neighbours3d.csv",
                    "summary": tmp / "summary.csv", "shifts": tmp / "shifts.json",
                    **{f"ortho_{v}": tmp / f"ortho_{v}.png" for v in ("xy", "xz", "yz")}}
         params = {"stack": "bench", "mode": "grain", "voxel_size_um": [0.2, 0.1, 0.1], "align": False}

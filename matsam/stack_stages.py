@@ -25,13 +25,14 @@ import numpy as np
 import pandas as pd
 
 from . import io
+from .consistency import ConsistencyConfig, boundary_look, link_consistent
+from .measure3d import ellipsoids, neighbour_counts, neighbour_pairs, size_statistics
 from .quantify import object_classes
 from .stack3d import (
     LinkConfig,
     apply_shifts,
     estimate_shifts,
     grain_table_3d,
-    link_slices,
     orthogonal_views,
     stack_summary,
 )
@@ -41,9 +42,11 @@ PathLike = str | Path
 LINK_STATS = ["links", "gap_links", "starts", "ends", "splits", "merges"]
 SUMMARY_COLUMNS = [
     "stack", "mode", "n_slices", "height", "width", "voxel_z_um", "voxel_y_um", "voxel_x_um",
-    "n_grains_3d", "mean_grain_volume_vox", "mean_grain_volume_um3",
+    "n_grains_3d", "n_grains_sized", "mean_grain_volume_vox", "median_grain_volume_vox",
+    "p10_grain_volume_vox", "p90_grain_volume_vox", "mean_grain_volume_um3",
     "mean_equivalent_sphere_diameter_um", "phase_volume_fraction", "aligned", "max_shift_px",
-    *LINK_STATS, "refine_boundaries",
+    *LINK_STATS, "refine_boundaries", "boundary_look", "boundary_line_ratio", "line_splits", "grey_cuts",
+    "fragments_joined",
 ]
 
 
@@ -98,6 +101,17 @@ def refine_boundaries(labels: np.ndarray, grey: np.ndarray, lines: str, width: i
     return watershed(-smooth if lines == "dark" else smooth, markers=markers).astype(labels.dtype)
 
 
+def grain_measurements(labels3d: np.ndarray, voxel: tuple[float, float, float] | None
+                       ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """grains3d table (sizes, n_neighbours, boundary area, best-fit ellipsoid) and the
+    neighbour pairs (neighbours3d.csv) of a 3D label volume."""
+    table = grain_table_3d(labels3d, voxel)
+    pairs = neighbour_pairs(labels3d, voxel)
+    extra = pd.concat([neighbour_counts(pairs, table["label"]),
+                       ellipsoids(labels3d, voxel).drop(columns="label")], axis=1)
+    return pd.concat([table.reset_index(drop=True), extra], axis=1), pairs
+
+
 def link_stack(label_files: Sequence[PathLike], map_files: Sequence[PathLike],
                grey_files: Sequence[PathLike], outputs: Mapping[str, PathLike],
                params: Mapping[str, Any]) -> dict[str, Any]:
@@ -105,7 +119,7 @@ def link_stack(label_files: Sequence[PathLike], map_files: Sequence[PathLike],
 
     label_files / map_files / grey_files: per slice, in z order, the 2D rules' labels.tif,
     boundaries.png or phase.png, and the 8-bit image.png.
-    outputs: paths for keys labels3d, grains3d, summary, shifts, ortho_xy, ortho_xz, ortho_yz.
+    outputs: paths for keys labels3d, grains3d, neighbours3d, summary, shifts, ortho_xy, ortho_xz, ortho_yz.
     params: `workflow.Stack.params()` (stack, mode, voxel_size_um, align, min_overlap, max_gap,
     gap_min_overlap, refine_boundaries). Returns the summary row.
     """
@@ -113,18 +127,24 @@ def link_stack(label_files: Sequence[PathLike], map_files: Sequence[PathLike],
     voxel = tuple(params["voxel_size_um"]) if params.get("voxel_size_um") else None
     align = bool(params.get("align"))
     grey = read_slices(grey_files, "grey")
-    stats = None
+    stats = evidence = None
+    counts: dict[str, int] = {}
     if mode == "grain":
         labels2d = read_slices(label_files, "labels")
         if labels2d.shape != grey.shape:
             raise ValueError(f"labels {labels2d.shape} and grey slices {grey.shape} differ in shape")
-        refine = params.get("refine_boundaries", "none")
-        if refine != "none":
-            labels2d = np.stack([refine_boundaries(lab, g, refine) for lab, g in zip(labels2d, grey)])
+        evidence = boundary_look(labels2d, grey)
+        refine = params.get("refine_boundaries", "auto")
+        lines = evidence.look if refine == "auto" else refine
+        if lines != "none":
+            labels2d = np.stack([refine_boundaries(lab, g, lines) for lab, g in zip(labels2d, grey)])
         cfg = LinkConfig(min_overlap=float(params.get("min_overlap", 0.3)),
                          max_gap=int(params.get("max_gap", 1)),
                          gap_min_overlap=float(params.get("gap_min_overlap", 0.5)), align=align)
-        labels3d, stats = link_slices(labels2d, cfg, grey=grey if align else None)
+        consistency = ConsistencyConfig(bool(params.get("consistent", True)),
+                                        int(params.get("fragment_slices", 2)),
+                                        float(params.get("fragment_volume", 0.25)))
+        labels3d, stats, counts = link_consistent(labels2d, grey, cfg, evidence, consistency)
         shifts = stats.shifts
         phase = classes = None
         del labels2d
@@ -146,22 +166,27 @@ def link_stack(label_files: Sequence[PathLike], map_files: Sequence[PathLike],
     from .stackio import write_labels_h5
 
     write_labels_h5(outputs["labels3d"], labels3d, voxel, classes)
-    table = grain_table_3d(labels3d, voxel)
+    table, pairs = grain_measurements(labels3d, voxel)
     if classes is not None:
         table.insert(1, "class", object_classes(labels3d, classes)[1])
     io.write_csv(outputs["grains3d"], table)
+    io.write_csv(outputs["neighbours3d"], pairs)
     numbers = stack_summary(labels3d, voxel, phase)
+    sizes = size_statistics(table, bool(params.get("include_face_grains", False)))
+    mean_vox = sizes["mean_grain_volume_vox"]
+    numbers |= {**sizes, "mean_grain_volume_um3": mean_vox * float(np.prod(voxel)) if voxel and mean_vox else None}
     nz, ny, nx = labels3d.shape
     row = {
         "stack": params.get("stack", ""), "mode": mode, "n_slices": nz, "height": ny, "width": nx,
         **dict(zip(("voxel_z_um", "voxel_y_um", "voxel_x_um"), voxel or (None,) * 3)),
         **numbers,
-        "mean_equivalent_sphere_diameter_um": (
-            float(table["equivalent_sphere_diameter_um"].mean()) if voxel and len(table) else None),
         "aligned": align,
         "max_shift_px": int(np.abs(shifts).max(initial=0)),
         **{k: (getattr(stats, k) if stats is not None else None) for k in LINK_STATS},
-        "refine_boundaries": params.get("refine_boundaries", "none") if mode == "grain" else None,
+        "refine_boundaries": params.get("refine_boundaries", "auto") if mode == "grain" else None,
+        "boundary_look": evidence.look if evidence else None,
+        "boundary_line_ratio": round(evidence.line_ratio, 3) if evidence else None,
+        **{k: counts.get(k) for k in ("line_splits", "grey_cuts", "fragments_joined")},
     }
     per_class = [c for c in row if c.startswith("volume_fraction_class_")]
     io.write_csv(outputs["summary"], pd.DataFrame([row]).reindex(columns=SUMMARY_COLUMNS + per_class))

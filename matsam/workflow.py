@@ -139,7 +139,8 @@ def method_from_params(params: Mapping[str, Any]) -> MethodConfig:
 # --- serial-section stacks --------------------------------------------------------------------
 
 STACK_STAMP_VERSION = 1
-LINK_DEFAULTS = {"min_overlap": 0.3, "max_gap": 1, "gap_min_overlap": 0.5, "refine_boundaries": "none"}
+LINK_DEFAULTS = {"min_overlap": 0.3, "max_gap": 1, "gap_min_overlap": 0.5, "refine_boundaries": "auto",
+                 "consistent": True, "fragment_slices": 2, "fragment_volume": 0.25, "include_face_grains": False}
 _H5_FILE = re.compile(r"^(.*?\.(?:h5|hdf5|hdf|he5))(?::(.*))?$", re.IGNORECASE)
 _SLICE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 
@@ -251,7 +252,7 @@ def load_stack(name: str, entry: Mapping[str, Any], defaults: Mapping[str, Any],
         overrides = merge_sections(overrides, {"quantify": {"pixel_size_um": voxel[1]}})
     method = method_config(mode, overrides, where=where)
     link = {**LINK_DEFAULTS, **(entry.get("link") or {})}
-    if link["refine_boundaries"] != "none" and mode != "grain":
+    if link["refine_boundaries"] in ("dark", "bright") and mode != "grain":
         raise ConfigError(f"{where}.link.refine_boundaries: only for grain stacks (this one is {mode})")
     spec = str(entry["path"])
     source = spec if Path(spec).is_absolute() else str(base / spec)

@@ -186,6 +186,7 @@ def stack_outputs():
     names = [
         "labels3d.h5",
         "grains3d.csv",
+        "neighbours3d.csv",
         "summary.csv",
         "shifts.json",
         "ortho_xy.png",

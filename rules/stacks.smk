@@ -11,6 +11,7 @@ rule link_stack:
     output:
         labels3d=f"{RESULTS}/{{stack}}/labels3d.h5",
         grains3d=f"{RESULTS}/{{stack}}/grains3d.csv",
+        neighbours3d=f"{RESULTS}/{{stack}}/neighbours3d.csv",
         summary=f"{RESULTS}/{{stack}}/summary.csv",
         shifts=f"{RESULTS}/{{stack}}/shifts.json",
         ortho_xy=f"{RESULTS}/{{stack}}/ortho_xy.png",

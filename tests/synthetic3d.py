@@ -8,6 +8,8 @@ over- and under-segmentation). All arrays are (z, y, x); every function is seede
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
@@ -143,3 +145,125 @@ def shifted_crops(
         for oy, ox in origins
     ]
     return crops, origins
+
+
+# --- a family of serial-section looks -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StackLook:
+    """How one synthetic serial-section stack looks (all lengths in xy pixels).
+
+    grain_px: mean grain diameter in xy; elongation: grains stretched along z by this factor
+    (1: equiaxed); z_step: slice spacing; line_px: boundary line width (0: grains differ only
+    in grey level); line: "dark" or "bright" (ignored with line_px 0); noise: Gaussian sigma
+    (grey range 0..1); blur: Gaussian sigma, px; gradient: illumination change across the
+    field (0.3: 30 % darker at one side); drift: largest per-slice step of the field of view.
+    """
+
+    name: str
+    shape: tuple[int, int, int] = (16, 128, 128)
+    grain_px: float = 30.0
+    elongation: float = 1.0
+    z_step: float = 2.0
+    line_px: int = 2
+    line: str = "dark"
+    noise: float = 0.04
+    blur: float = 0.0
+    gradient: float = 0.0
+    drift: int = 0
+    seed: int = 0
+
+
+def render_stack(look: StackLook) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(truth, grey, origins) for a look: truth uint32 (z, y, x) labels in slice 0's frame
+    (0 where drift moved the field out of view), grey uint8 (z, y, x) as the microscope records
+    it (drifted), origins (z, 2) the drift (`apply_shifts(grey, origins)` registers it)."""
+    nz, ny, nx = look.shape
+    margin = look.drift * nz if look.drift else 0
+    big = (nz, ny + 2 * margin, nx + 2 * margin)
+    spacing = (look.z_step / look.elongation, 1.0, 1.0)
+    n = max(4, round(np.prod(big) * spacing[0] / (np.pi / 6 * look.grain_px**3)))
+    volume = voronoi_volume(big, n, seed=look.seed, spacing=spacing)
+    grey = styled_grey(volume, look)
+    origins = np.zeros((nz, 2), np.int64)
+    if look.drift:
+        crops, origins = shifted_crops(volume, (ny, nx), look.drift, seed=look.seed + 1)
+        grey = np.stack([grey[z][c] for z, c in enumerate(crops)])
+        truth = np.stack([volume[z][c] for z, c in enumerate(crops)])
+        from matsam.stack3d import apply_shifts
+
+        truth = apply_shifts(truth, origins)
+    else:
+        truth = volume
+    if look.drift:  # 0 where the field of view left the volume
+        truth = np.where(apply_shifts(np.ones(look.shape, np.uint8), origins) > 0, truth, 0)
+    ids, truth = np.unique(truth, return_inverse=True)
+    truth = (truth.reshape(look.shape) + (ids[0] > 0)).astype(np.uint32)  # ids 1..N, 0 kept
+    return truth, grey, origins
+
+
+def styled_grey(labels3d: np.ndarray, look: StackLook) -> np.ndarray:
+    """uint8 (z, y, x) micrographs of a label volume in the look's style."""
+    rng = np.random.default_rng(look.seed + 7)
+    level = rng.uniform(0.3, 0.8, int(labels3d.max()) + 1).astype(np.float32)
+    if not look.line_px:  # no lines: neighbours must differ in grey, or nothing shows them apart
+        level = contrasting_levels(labels3d, rng)
+    grey = level[labels3d]
+    _, ny, nx = labels3d.shape
+    angle = rng.uniform(0, 2 * np.pi)
+    yy, xx = np.mgrid[0:ny, 0:nx] / max(ny, nx)
+    light = 1.0 - look.gradient * (0.5 + 0.5 * (np.cos(angle) * xx + np.sin(angle) * yy) / 1.42)
+    value = 0.08 if look.line == "dark" else 0.95
+    for z in range(labels3d.shape[0]):
+        if look.line_px:
+            grey[z][line_mask(labels3d[z], look.line_px)] = value
+        if look.blur:
+            grey[z] = ndi.gaussian_filter(grey[z], look.blur)
+        grey[z] *= light.astype(np.float32)
+    grey += rng.normal(0.0, look.noise, grey.shape).astype(np.float32)
+    return (np.clip(grey, 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def contrasting_levels(labels3d: np.ndarray, rng: np.random.Generator, low: float = 0.3, high: float = 0.8,
+                       min_step: float = 0.08) -> np.ndarray:
+    """float32 grey level per label, touching grains (3D) at least `min_step` apart where the
+    range allows (greedy: a random level among those far enough from the neighbours' levels)."""
+    from matsam.measure3d import neighbour_pairs
+
+    pairs = neighbour_pairs(labels3d)[["grain_a", "grain_b"]].to_numpy()
+    level = np.full(int(labels3d.max()) + 1, np.nan, np.float32)
+    choices = np.linspace(low, high, 64)
+    for grain in rng.permutation(np.arange(1, level.size)):
+        near = level[np.r_[pairs[pairs[:, 0] == grain, 1], pairs[pairs[:, 1] == grain, 0]]]
+        near = near[np.isfinite(near)]
+        free = choices[(np.abs(choices[:, None] - near[None]) >= min_step).all(axis=1)]
+        level[grain] = rng.choice(free if free.size else choices)
+    level[0] = 0.0
+    return level
+
+
+def line_mask(lab: np.ndarray, width: int) -> np.ndarray:
+    """Boundary lines of a 2D labelling, `width` px wide (1 px: one side of every change)."""
+    one_side = np.zeros(lab.shape, bool)
+    one_side[:, 1:] |= lab[:, 1:] > lab[:, :-1]
+    one_side[:, :-1] |= lab[:, :-1] > lab[:, 1:]
+    one_side[1:] |= lab[1:] > lab[:-1]
+    one_side[:-1] |= lab[:-1] > lab[1:]
+    base = one_side if width % 2 else find_boundaries(lab, mode="inner")
+    grow = (width - 1) // 2 if width % 2 else (width - 2) // 2
+    return ndi.binary_dilation(base, iterations=grow) if grow else base
+
+
+FAMILY = [
+    StackLook("dark2-base", seed=1),
+    StackLook("dark1-small", grain_px=18.0, line_px=1, seed=2),
+    StackLook("dark4-large-blur", grain_px=55.0, line_px=4, blur=1.0, seed=3),
+    StackLook("bright2-gradient", line="bright", gradient=0.35, seed=4),
+    StackLook("bright3-noisy", line="bright", line_px=3, noise=0.08, blur=0.7, seed=5),
+    StackLook("contrast-only", line_px=0, noise=0.03, blur=0.8, seed=6),
+    StackLook("dark2-drift-align", drift=2, gradient=0.2, seed=7),
+    StackLook("dark2-columnar-z", elongation=3.0, seed=8),
+    StackLook("dark2-100-slices", shape=(100, 96, 96), grain_px=25.0, seed=9),
+]
+"""The benchmark's stacks (benchmarks/stack_accuracy.py); tests use a few of them, shrunk."""

@@ -1,0 +1,376 @@
+"""Grain stacks that hold together from slice to slice.
+
+A 2D segmenter run slice by slice fuses neighbouring grains on some slices and cuts a grain in
+two on others, differently on every slice; linked naively, every such slip cuts a true 3D grain
+into short pieces. This module makes the slices agree, using the grey images as evidence:
+
+1. `boundary_look`: are the grain boundaries dark lines, bright lines or only a change of grey
+   level? Decided per stack from the top-hat response on the 2D boundaries against the grain
+   interiors, so boundary refinement (`refine_boundaries: auto`) needs no setting.
+2. `split_on_lines`: a 2D region that a boundary line of the image cuts in two is split
+   (the 2D segmenter took both grains and the line as one).
+3. after linking, `cut_grey_steps`: a grain is cut where its grey level jumps between slices
+   (overlap linked a grain to the different grain below it).
+4. after linking, `absorb_fragments`: short 3D fragments (few slices, small volume) join the
+   neighbouring grain they share most surface with, unless a boundary line or a change of grey
+   level separates them.
+
+Arrays are (z, y, x); grey images uint8 or float, one channel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import cv2
+import numpy as np
+from scipy import ndimage as ndi
+from skimage.segmentation import find_boundaries, watershed
+
+from .stack3d import LinkConfig, LinkStats, apply_shifts, estimate_shifts, link_slices
+
+LINE_CUT_LEVEL = 0.3  # lower than `Evidence.is_line`: a split needs a line cutting a region through
+
+
+@dataclass(frozen=True)
+class ConsistencyConfig:
+    """Stack settings (`link:`) of the consistency steps.
+
+    consistent: run steps 2-4 of the module docstring (1 always runs: summary.csv states it).
+    fragment_slices / fragment_volume: a 3D grain on at most this many slices holding at most
+        this fraction of the median grain volume is a fragment (`absorb_fragments`).
+    """
+
+    consistent: bool = True
+    fragment_slices: int = 2
+    fragment_volume: float = 0.25
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the stack's images say a boundary looks like, measured on the 2D boundaries.
+
+    look: "dark" / "bright" lines, or "none" (grains differ in grey level only).
+    line_ratio: top-hat response on boundaries / in grain interiors for the chosen line colour
+        (dark and bright both measured; the larger is reported).
+    line_depth: mean top-hat response on boundaries (grey units); line_floor: in interiors.
+    noise: robust sigma of the grey noise; step: median grey-level difference between
+        neighbouring 2D regions (local means), the scale of a real grain-to-grain change.
+    """
+
+    look: str
+    line_ratio: float
+    line_depth: float
+    line_floor: float
+    noise: float
+    step: float
+
+    def is_line(self, response: float) -> bool:
+        """A top-hat response that is at least half-way from interior to boundary level."""
+        return response > self.line_floor + 0.5 * (self.line_depth - self.line_floor)
+
+    def is_line_map(self, response: np.ndarray, level: float = 0.5) -> np.ndarray:
+        """`is_line` per pixel of a top-hat image (`level`: the share of the way from interior
+        to boundary response that counts as line)."""
+        return response > self.line_floor + level * (self.line_depth - self.line_floor)
+
+    def is_step(self, difference: float) -> bool:
+        """A grey-level difference between two regions that marks two grains."""
+        return abs(difference) > max(0.35 * self.step, 3.0 * self.noise / 4.0)
+
+
+def tophat(grey: np.ndarray, lines: str, width: int = 9) -> np.ndarray:
+    """float32 response to thin lines (narrower than `width` px): black top-hat for dark lines,
+    white top-hat for bright ones, of the lightly smoothed slice. A grey-level step gives ~0."""
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (width, width))
+    smooth = cv2.GaussianBlur(np.asarray(grey, np.float32), (3, 3), 0)
+    op = cv2.MORPH_BLACKHAT if lines == "dark" else cv2.MORPH_TOPHAT
+    return cv2.morphologyEx(smooth, op, kernel)
+
+
+def boundary_response(grey: np.ndarray, look: str) -> np.ndarray:
+    """What a boundary of this look lights up: the top-hat for lines, the grey-level gradient
+    magnitude (of the lightly smoothed slice) for grains that differ in grey only."""
+    if look != "none":
+        return tophat(grey, look)
+    smooth = cv2.GaussianBlur(np.asarray(grey, np.float32), (3, 3), 0)
+    return np.hypot(cv2.Sobel(smooth, cv2.CV_32F, 1, 0), cv2.Sobel(smooth, cv2.CV_32F, 0, 1))
+
+
+def boundary_look(labels2d: np.ndarray, grey: np.ndarray, max_slices: int = 8, ratio: float = 2.0) -> Evidence:
+    """Detect the stack's boundary look on up to `max_slices` evenly spaced slices.
+
+    The top-hat response is averaged on a 2-px band around the 2D label changes (a 2D
+    segmenter's boundary is a pixel or two off the line) and in the grain interiors (>= 4 px
+    from any change). Lines give a boundary response `ratio` times the interior's or more; a
+    grey-level step between grains does not.
+    """
+    picks = np.unique(np.linspace(0, len(labels2d) - 1, min(max_slices, len(labels2d))).round().astype(int))
+    band_values: dict[str, list[np.ndarray]] = {look: [] for look in ("dark", "bright", "none")}
+    inner_values: dict[str, list[np.ndarray]] = {look: [] for look in band_values}
+    noise, steps = [], []
+    for z in picks:
+        lab, g = labels2d[z], np.asarray(grey[z], np.float32)
+        edges = find_boundaries(lab, mode="thick") & (lab > 0)
+        dist = ndi.distance_transform_edt(~edges)
+        band, inner = (dist <= 2) & (lab > 0), (dist >= 4) & (lab > 0)
+        if not band.any() or not inner.any():
+            continue
+        for lines in band_values:
+            response = boundary_response(g, lines)
+            band_values[lines].append(response[band])
+            inner_values[lines].append(response[inner])
+        residual = (g - ndi.median_filter(g, 3))[inner]
+        noise.append(1.4826 * float(np.median(np.abs(residual - np.median(residual)))) * 1.2)
+        steps.extend(_neighbour_steps(lab, g, inner))
+    if not noise:
+        return Evidence("none", 1.0, 0.0, 0.0, 0.0, 0.0)
+    # the line itself: the upper quarter of the band (the band is wider than most lines)
+    depth = {k: float(np.percentile(np.concatenate(v), 75)) for k, v in band_values.items()}
+    floor = {k: float(np.mean(np.concatenate(v))) for k, v in inner_values.items()}
+    ratios = {k: depth[k] / max(floor[k], 1e-6) for k in depth}
+    best = "dark" if ratios["dark"] >= ratios["bright"] else "bright"
+    look = best if ratios[best] >= ratio else "none"
+    return Evidence(look, ratios[best], depth[look], floor[look], float(np.median(noise)),
+                    float(np.median(steps)) if steps else 0.0)
+
+
+def _neighbour_steps(lab: np.ndarray, grey: np.ndarray, inner: np.ndarray) -> list[float]:
+    """|mean grey difference| of 4-adjacent region pairs, from their interior pixels within
+    8 px of each other (local, so an illumination gradient cuts out)."""
+    ids, areas = np.unique(lab, return_counts=True)
+    a = np.r_[lab[:, :-1].ravel(), lab[:-1].ravel()]
+    b = np.r_[lab[:, 1:].ravel(), lab[1:].ravel()]
+    pairs = np.unique(np.sort(np.stack([a, b], 1)[(a != b) & (a > 0) & (b > 0)], axis=1), axis=0)
+    out = []
+    for i, j in pairs[:200]:
+        mi, mj = lab == i, lab == j
+        near_i = ndi.binary_dilation(mi, iterations=8)
+        near_j = ndi.binary_dilation(mj, iterations=8)
+        si, sj = grey[mi & inner & near_j], grey[mj & inner & near_i]
+        if si.size >= 5 and sj.size >= 5:
+            out.append(abs(float(si.mean() - sj.mean())))
+    return out
+
+
+def elevation(grey: np.ndarray, look: str) -> np.ndarray:
+    """The relief a watershed splits along: dark lines are ridges of -grey, bright lines of
+    grey, a grey-level step a ridge of the gradient magnitude."""
+    smooth = cv2.GaussianBlur(np.asarray(grey, np.float32), (3, 3), 0)
+    if look == "dark":
+        return -smooth
+    if look == "bright":
+        return smooth
+    return np.hypot(cv2.Sobel(smooth, cv2.CV_32F, 1, 0), cv2.Sobel(smooth, cv2.CV_32F, 0, 1))
+
+
+def split_on_lines(labels2d: np.ndarray, grey: np.ndarray, evidence: Evidence,
+                   min_share: float = 0.1, min_area: int = 30) -> tuple[np.ndarray, int]:
+    """Split 2D regions that a boundary line of the image cuts through.
+
+    A 2D segmenter sometimes takes two grains and the line between them as one region, on
+    every slice alike, so the neighbouring slices cannot tell. Boundary pixels (the look's
+    `boundary_response` above `LINE_CUT_LEVEL` of the way from interior to boundary level: a
+    line, or a grey-level edge for contrast-only grains) are taken out of each region; when
+    that leaves two or more parts of >= `min_share` of the region and >= `min_area` px, the
+    region is split by a watershed on `elevation` seeded by those parts.
+    Returns int64 labels and the number of regions split.
+    """
+    from skimage.measure import label as connected
+
+    labels = np.asarray(labels2d).astype(np.int64)
+    next_id = int(labels.max(initial=0)) + 1
+    n_split = 0
+    for z in range(len(labels)):
+        lab = labels[z]
+        response = boundary_response(grey[z], evidence.look)
+        lines = evidence.is_line_map(response, LINE_CUT_LEVEL)
+        parts = connected(np.where(lines, 0, lab), background=0, connectivity=1)
+        owner = np.zeros(int(parts.max()) + 1, np.int64)
+        owner[parts.ravel()] = lab.ravel()
+        part_area = np.bincount(parts.ravel())
+        region_area = np.bincount(lab.ravel())
+        big = np.flatnonzero((part_area >= np.maximum(min_share * region_area[owner], min_area)) & (owner > 0))
+        big = big[big > 0]
+        regions, n_big = np.unique(owner[big], return_counts=True)
+        relief = None
+        for region in regions[n_big >= 2]:
+            ys, xs = np.nonzero(lab == region)
+            box = np.s_[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+            mask = lab[box] == region
+            seeds = parts[box] * np.isin(parts[box], big[owner[big] == region])
+            if relief is None:
+                relief = elevation(grey[z], evidence.look)
+            pieces = watershed(relief[box], markers=seeds, mask=mask)
+            ids = np.unique(pieces[pieces > 0])
+            for k in ids[1:]:
+                lab[box][pieces == k] = next_id
+                next_id += 1
+            n_split += 1
+    return labels, n_split
+
+
+def cut_grey_steps(labels3d: np.ndarray, grey: np.ndarray, evidence: Evidence,
+                   min_pixels: int = 20) -> tuple[np.ndarray, int]:
+    """Cut 3D grains where their grey level jumps from one slice to the next.
+
+    Linking by overlap joins a grain that ends on slice z - 1 to a different grain that starts
+    right below it; the two differ in grey level (channelling, tint), the same grain does not.
+    For every grain on slices z - 1 and z, the mean grey change over the pixels where it is on
+    both (off its 2D boundaries, so that lines and a 1-px boundary shift cancel) is compared,
+    after removing the slice pair's median change (a brightness drift between slices; with 5
+    grains or more), with
+    `Evidence.is_step`; a jump starts a new grain from slice z on.
+    Returns int64 labels and the number of cuts.
+    """
+    labels = np.asarray(labels3d).astype(np.int64)
+    grey = np.asarray(grey, np.float32)
+    next_id = int(labels.max(initial=0)) + 1
+    cuts = 0
+    for z in range(1, len(labels)):
+        a, b = labels[z - 1], labels[z]
+        keep = (a == b) & (a > 0) & ~find_boundaries(a, mode="thick") & ~find_boundaries(b, mode="thick")
+        if not keep.any():
+            continue
+        ids, inverse, count = np.unique(a[keep], return_inverse=True, return_counts=True)
+        change = np.bincount(inverse, (grey[z] - grey[z - 1])[keep]) / count
+        if (count >= min_pixels).sum() >= 5:
+            change -= np.median(change[count >= min_pixels])
+        jump = ids[(count >= min_pixels) & np.array([evidence.is_step(c) for c in change])]
+        if jump.size:
+            tail = np.isin(labels[z:], jump)
+            lut = dict(zip(jump.tolist(), range(next_id, next_id + jump.size)))
+            labels[z:][tail] = np.vectorize(lut.get)(labels[z:][tail])
+            next_id += jump.size
+            cuts += int(jump.size)
+    return labels, cuts
+
+
+def absorb_fragments(labels3d: np.ndarray, grey: np.ndarray, evidence: Evidence, max_slices: int = 2,
+                     max_volume: float = 0.25, speck: float = 0.05) -> tuple[np.ndarray, int]:
+    """Join short 3D fragments to the neighbour they share most surface with.
+
+    A fragment lies on at most `max_slices` slices and holds at most `max_volume` times the
+    median volume of the stack's longer grains (those on more slices). Its neighbours are the
+    grains it touches (6-connected, a 1-px gap of 0 allowed); the one with the largest contact
+    joins it unless the image separates them: a line along their in-plane contact
+    (`Evidence.is_line`) or a grey-level change between their voxels near the contact, off the
+    lines (`Evidence.is_step`). Specks (at most `speck` times that median volume, on any number
+    of slices) and slivers (fragment-sized grains, on any number of slices, whose mean boundary
+    response is a line's: made of boundary line) are no grains: they are dissolved into the
+    grains around them, slice by slice, whatever the image says. Smallest first; returns
+    the relabelled uint32 volume (ids 1..N in order of first appearance) and the joins made.
+    """
+    labels = np.asarray(labels3d).astype(np.int64)
+    volumes = np.bincount(labels.ravel())
+    volumes[0] = 0
+    present = np.flatnonzero(volumes)
+    if present.size < 2:
+        return _renumber(labels), 0
+    n_slices = np.zeros(volumes.size, np.int64)
+    for s in labels:
+        n_slices[np.unique(s)] += 1
+    long = present[n_slices[present] > max_slices]
+    typical = float(np.median(volumes[long if long.size else present]))
+    small = present[(n_slices[present] <= max_slices) & (volumes[present] <= max_volume * typical)]
+    grey = np.asarray(grey, np.float32)
+    response = np.stack([boundary_response(g, evidence.look) for g in grey])
+    lut = np.arange(volumes.size)
+    specks = present[volumes[present] <= speck * typical]
+    on_line = np.bincount(labels.ravel(), response.ravel(), volumes.size)[present] / volumes[present]
+    thin = evidence.is_line_map(on_line) & (volumes[present] <= max_volume * typical)
+    specks = np.union1d(specks, present[thin])  # slivers: grains made of boundary line
+    labels = _dissolve(labels, specks)
+    slices = ndi.find_objects(labels)
+    small = np.setdiff1d(small, specks)
+    joins = int(specks.size)
+    for frag in small[np.argsort(volumes[small], kind="stable")]:
+        where = slices[frag - 1]
+        if where is None:
+            continue
+        box = tuple(slice(max(s.start - pad, 0), s.stop + pad) for s, pad in zip(where, (1, 4, 4)))
+        crop = lut[labels[box]]
+        mask = crop == frag
+        if not mask.any():
+            continue
+        target, contact_yx = _best_neighbour(crop, mask)
+        if target == 0:
+            continue
+        other = crop == target
+        if contact_yx.sum() >= 6 and evidence.is_line(float(response[box][contact_yx].mean())):
+            continue
+        off_line = ~evidence.is_line_map(response[box], LINE_CUT_LEVEL)  # grain pixels only
+        near_f = ndi.binary_dilation(mask, iterations=3) & other & off_line
+        near_t = ndi.binary_dilation(other, iterations=3) & mask & off_line
+        if near_f.sum() >= 5 and near_t.sum() >= 5 and evidence.is_step(
+                float(grey[box][near_t].mean() - grey[box][near_f].mean())):
+            continue
+        lut[lut == frag] = target
+        joins += 1
+    return _renumber(lut[labels]), joins
+
+
+def _dissolve(labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Give the voxels of grains `ids` to the nearest other grain of the same slice."""
+    if not ids.size:
+        return labels
+    out = labels.copy()
+    gone = np.isin(labels, ids)
+    for z in np.flatnonzero(gone.any(axis=(1, 2))):
+        keep = np.where(gone[z], 0, labels[z])
+        if not keep.any():
+            continue
+        _, (iy, ix) = ndi.distance_transform_edt(keep == 0, return_indices=True)
+        out[z] = np.where(gone[z], keep[iy, ix], labels[z])
+    return out
+
+
+def _best_neighbour(crop: np.ndarray, mask: np.ndarray) -> tuple[int, np.ndarray]:
+    """The label sharing most contact with `mask` (6-neighbours, across a 1-px 0 gap too) and
+    the in-plane contact band (pixels within 2 px of both, the line between them included)."""
+    shell = ndi.binary_dilation(mask, ndi.generate_binary_structure(3, 1), iterations=2) & ~mask
+    values = crop[shell]
+    values = values[values > 0]
+    if not values.size:
+        return 0, np.zeros(mask.shape, bool)
+    ids, counts = np.unique(values, return_counts=True)
+    target = int(ids[np.argmax(counts)])
+    plane = np.zeros((3, 3, 3), bool)
+    plane[1] = ndi.generate_binary_structure(2, 1)
+    other = crop == target
+    contact = ndi.binary_dilation(mask, plane, iterations=2) & ndi.binary_dilation(other, plane, iterations=2)
+    return target, contact
+
+
+def _renumber(labels: np.ndarray) -> np.ndarray:
+    """uint32 ids 1..N in order of first appearance (z, then y, x), 0 kept."""
+    flat = labels.ravel()
+    ids, first = np.unique(flat, return_index=True)
+    order = ids[np.argsort(first)]
+    order = order[order > 0]
+    lut = np.zeros(int(ids.max(initial=0)) + 1, np.uint32)
+    lut[order] = np.arange(1, order.size + 1, dtype=np.uint32)
+    return lut[labels]
+
+
+def link_consistent(labels2d: np.ndarray, grey: np.ndarray, link: LinkConfig, evidence: Evidence,
+                    cfg: ConsistencyConfig = ConsistencyConfig()) -> tuple[np.ndarray, LinkStats, dict[str, int]]:
+    """Align (when `link.align`), split regions cut by lines, link, cut grains at grey-level
+    jumps, absorb fragments.
+
+    labels2d: (z, y, x) per-slice grain labels; grey: (z, y, x) grey slices. Returns uint32 3D
+    grain ids, the link statistics (shifts included; n_grains after absorbing) and the counts
+    `line_splits`, `grey_cuts` and `fragments_joined`.
+    """
+    shifts = estimate_shifts(grey) if link.align else np.zeros((len(grey), 2), np.int64)
+    if link.align:
+        labels2d, grey = apply_shifts(labels2d, shifts), apply_shifts(grey, shifts)
+    counts = {"line_splits": 0, "grey_cuts": 0, "fragments_joined": 0}
+    if cfg.consistent:
+        labels2d, counts["line_splits"] = split_on_lines(labels2d, grey, evidence)
+    labels3d, stats = link_slices(labels2d, replace(link, align=False))
+    if cfg.consistent:
+        labels3d, counts["grey_cuts"] = cut_grey_steps(labels3d, grey, evidence)
+        labels3d, counts["fragments_joined"] = absorb_fragments(
+            labels3d, grey, evidence, cfg.fragment_slices, cfg.fragment_volume)
+    return labels3d, replace(stats, shifts=shifts, n_grains=int(labels3d.max(initial=0))), counts
