@@ -26,13 +26,39 @@ class InputError(ValueError):
     """An input file is missing, unreadable or has an unusable shape; the message names it."""
 
 
+def current_umask() -> int:
+    """The process umask, read from /proc where possible (setting it to read it is not thread-safe)."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        status = Path("/proc/self/status").read_text().splitlines()
+        return int(next(line for line in status if line.startswith("Umask:")).split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode() -> int:
+    """The mode `open()` gives a new file (0666 less the umask); mkstemp's 0600 would hide results
+    from the user's group on a shared project directory."""
+    return 0o666 & ~current_umask()
+
+
+def make_temp_file(path: Path) -> Path:
+    """An empty temporary file beside `path` (same folder, hence same file system) with the mode
+    a new file gets; the caller renames it over `path` or removes it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    try:
+        os.fchmod(fd, new_file_mode())
+    finally:
+        os.close(fd)
+    return Path(tmp)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it over `path` only on success."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
+    tmp = make_temp_file(path)
     try:
         yield Path(tmp)
         os.replace(tmp, path)
