@@ -26,6 +26,13 @@ class InputError(ValueError):
     """An input file is missing, unreadable or has an unusable shape; the message names it."""
 
 
+class OutputError(OSError):
+    """A result cannot be written (folder not writable, disk full); the message names the file."""
+
+
+MAX_LABEL_CLASSES = 64  # more distinct ids than this: a grey image given as a label, not class ids
+
+
 def current_umask() -> int:
     """The process umask, read from /proc where possible (setting it to read it is not thread-safe)."""
     with contextlib.suppress(OSError, ValueError, StopIteration):
@@ -58,13 +65,18 @@ def make_temp_file(path: Path) -> Path:
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it over `path` only on success."""
     path = Path(path)
-    tmp = make_temp_file(path)
+    tmp: Path | None = None
     try:
-        yield Path(tmp)
+        tmp = make_temp_file(path)
+        yield tmp
         os.replace(tmp, path)
+    except OutputError:
+        raise
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from exc
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        if tmp is not None and tmp.exists():
+            tmp.unlink()
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
@@ -171,7 +183,14 @@ def read_label(path: str | os.PathLike[str], shape: tuple[int, int] | None = Non
         label = label[..., 0]
     if shape is not None and label.shape != tuple(shape):
         raise InputError(f"{path}: label is {label.shape[1]}x{label.shape[0]} px, image is {shape[1]}x{shape[0]} px")
-    return label
+    if not np.issubdtype(label.dtype, np.integer) or label.min() < 0 or label.max() > 255:
+        raise InputError(f"{path}: label values must be class ids 0..254 (255 = unlabelled), "
+                         f"got {label.dtype} in {label.min()}..{label.max()}")
+    classes = np.unique(label)
+    if np.count_nonzero(classes != 255) > MAX_LABEL_CLASSES:
+        raise InputError(f"{path}: label has {len(classes)} distinct values, more than {MAX_LABEL_CLASSES} "
+                         "class ids (a grey image rather than a label map?)")
+    return label.astype(np.uint8, copy=False)
 
 
 def write_png(path: str | os.PathLike[str], img: np.ndarray) -> None:
