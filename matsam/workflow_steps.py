@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from . import stages
+from . import input_check, stages
 from .workflow import method_from_params
 
 log = logging.getLogger("matsam")
@@ -59,6 +59,11 @@ STEPS: dict[str, Callable[[Any], None]] = {
         s.input.metrics, s.input.summaries, s.output.metrics, s.output.summary
     ),
     "aggregate_all": lambda s: stages.aggregate_all(s.params.datasets, s.input.metrics, s.output.summary),
+    "check_input": lambda s: input_check.check_input(
+        s.wildcards.dataset, s.wildcards.image, s.input.raw, s.input.get("label"), s.output.check
+    ),
+    "collect_checks": lambda s: input_check.collect_checks(s.input.checks, s.output.checks),
+    "failed_table": lambda s: input_check.write_failed_table(s.input.checks, s.output.failed),
     "link_stack": lambda s: __import__("matsam.stack_stages").stack_stages.link_stack_rule(s),
 }
 

@@ -60,12 +60,35 @@ def shard_inputs(kind):
 
     def files(wildcards):
         dataset = DATASETS[wildcards.dataset]
+        good = passed_images(dataset.name)
         return [
             f"{WORK}/{dataset.name}/{image}/{kind}"
             for image in dataset.shards[wildcards.shard]
+            if image in good
         ]
 
     return files
+
+
+def check_inputs(wildcards):
+    """check_input's files: the raw image and, when labelled, its label."""
+    dataset = DATASETS[wildcards.dataset]
+    files = {"raw": dataset.images[wildcards.image]}
+    if wildcards.image in dataset.labels:
+        files["label"] = dataset.labels[wildcards.image]
+    return files
+
+
+def dataset_check_files(wildcards):
+    dataset = DATASETS[wildcards.dataset]
+    return [f"{WORK}/{dataset.name}/{image}/check.json" for image in dataset.images]
+
+
+def passed_images(name):
+    """Images of dataset `name` whose check passed (waits for collect_checks)."""
+    from matsam.input_check import passed_images as read_passed
+
+    return read_passed(checkpoints.collect_checks.get(dataset=name).output.checks)
 
 
 def map_file(wildcards):
@@ -151,23 +174,35 @@ def cpu_mem_mb(wildcards, input, attempt):
 
 def dataset_metrics(wildcards):
     dataset = DATASETS[wildcards.dataset]
-    return [f"{RESULTS}/{dataset.name}/{image}/metrics.csv" for image in dataset.labels]
+    good = passed_images(dataset.name)
+    return [
+        f"{RESULTS}/{dataset.name}/{image}/metrics.csv"
+        for image in dataset.labels
+        if image in good
+    ]
 
 
 def dataset_summaries(wildcards):
     dataset = DATASETS[wildcards.dataset]
+    good = passed_images(dataset.name)
     return [
-        f"{RESULTS}/{dataset.name}/{image}/summary.json" for image in dataset.images
+        f"{RESULTS}/{dataset.name}/{image}/summary.json"
+        for image in dataset.images
+        if image in good
     ]
 
 
-def final_outputs():
-    """Every per-image file, not only the tables: `--batch all=i/n` (inputs sorted by path) then
-    runs whole image chains in each batch, and the last batch has only the tables left to write.
+def final_outputs(wildcards):
+    """Every per-image file of the images that passed their check, not only the tables:
+    `--batch all=i/n` (inputs sorted by path) then runs whole image chains in each batch, and
+    the last batch has only the tables left to write.
     """
-    outputs = [f"{RESULTS}/summary.csv"]
+    outputs = [f"{RESULTS}/summary.csv", f"{RESULTS}/failed.csv"]
     for name, dataset in DATASETS.items():
+        good = passed_images(name)
         for image in dataset.images:
+            if image not in good:
+                continue
             folder = f"{RESULTS}/{name}/{image}"
             outputs += [
                 f"{folder}/overlay.png",
