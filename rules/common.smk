@@ -25,6 +25,17 @@ except ConfigError as error:
     raise WorkflowError(f"invalid configuration: {error}")
 DATASETS.update({stack.dataset.name: stack.dataset for stack in STACKS.values()})
 
+if workflow.is_main_process:  # not again inside each cluster job
+    from matsam.io import OutputError
+    from matsam.preflight import preflight
+    from matsam.weights import WeightsError
+
+    try:
+        models = [dataset.method.model for dataset in DATASETS.values()]
+        preflight(models, RESULTS, workflow.local_exec)
+    except (ConfigError, WeightsError, OutputError) as error:
+        raise WorkflowError(f"pre-flight: {error}")
+
 
 wildcard_constraints:
     dataset="|".join(DATASETS) or "(?!)",
