@@ -34,7 +34,7 @@ checkpoint collect_checks:
 
 rule failed_table:
     input:
-        checks=expand(f"{WORK}/{{dataset}}/checks.json", dataset=DATASETS),
+        checks=expand(f"{WORK}/{{dataset}}/checks.json", dataset=checked_datasets()),
     output:
         failed=f"{RESULTS}/failed.csv",
     log:

@@ -95,10 +95,20 @@ def dataset_check_files(wildcards):
     return [f"{WORK}/{dataset.name}/{image}/check.json" for image in dataset.images]
 
 
+STACK_DATASETS = {stack.dataset.name for stack in STACKS.values()}
+
+
+def checked_datasets():
+    """Datasets whose files are checked; a stack's slices were already read at DAG time."""
+    return [name for name in DATASETS if name not in STACK_DATASETS]
+
+
 def passed_images(name):
     """Images of dataset `name` whose check passed (waits for collect_checks)."""
     from matsam.input_check import passed_images as read_passed
 
+    if name in STACK_DATASETS:
+        return set(DATASETS[name].images)
     return read_passed(checkpoints.collect_checks.get(dataset=name).output.checks)
 
 
