@@ -180,6 +180,15 @@ def decode_runtime(wildcards, input, attempt):
     )
 
 
+def decode_points_per_batch(wildcards, attempt):
+    """Prompts decoded at once, halved on each retry: a decoder job that ran out of memory
+    is retried with smaller batches (and twice the memory)."""
+    from matsam.workflow_steps import retry_batch
+
+    batch = DATASETS[wildcards.dataset].method.sam.points_per_batch
+    return retry_batch(batch, attempt)
+
+
 def embeddings_output(path):
     """The encoder's output folder; deleted once decoded unless `keep_embeddings` (the cache)."""
     return (
