@@ -1,5 +1,5 @@
 """A run killed with SIGKILL in the middle of the SAM stage is resumed by running the same command
-again (with --rerun-incomplete): nothing that had finished is computed again."""
+again (with --rerun-incomplete, after `--unlock`): nothing that had finished is computed again."""
 
 from __future__ import annotations
 
@@ -42,6 +42,9 @@ def test_sigkill_during_sam_then_rerun_recomputes_nothing_finished(tmp_path, mob
     finished = [job for job in started if job != killed]
     assert {"check_input", "prepare_image", "make_prompts", "embed_crops"} <= {rule for rule, _ in finished}
 
+    # A killed snakemake leaves its lock (it records no process id to tell it is stale).
+    unlock = subprocess.run([*command, "--unlock"], capture_output=True, text=True)
+    assert unlock.returncode == 0, unlock.stderr[-2000:]
     second = subprocess.run(command, capture_output=True, text=True, timeout=1500)
     assert second.returncode == 0, second.stderr[-3000:]
     rerun = parse_dry_run(second.stderr)
