@@ -6,6 +6,8 @@
 # Work files: <results>/_work/<dataset>/<image>/{image.png, crops.json, prompts.npz, masks/crop_<i>.npz}
 
 
+import sys
+
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -19,6 +21,7 @@ if not workflow.overwrite_configfiles:
 
 
 include: "rules/common.smk"
+include: "rules/check.smk"
 include: "rules/prepare.smk"
 include: "rules/prompts.smk"
 include: "rules/sam.smk"
@@ -36,5 +39,13 @@ report: "report/workflow.rst"
 rule all:
     default_target: True
     input:
-        final_outputs(),
+        final_outputs,
         report_outputs(),
+
+
+onsuccess:
+    from matsam.input_check import failure_summary
+
+    if summary := failure_summary(f"{RESULTS}/failed.csv"):
+        print(summary, file=sys.stderr)
+        raise SystemExit(1)

@@ -11,7 +11,7 @@ import yaml
 
 from . import __version__
 from .config import ConfigError, MethodConfig, merge_sections, method_config
-from .io import InputError, read_image
+from .io import InputError, OutputError, read_image
 from .progress import Progress
 from .weights import WeightsError
 
@@ -107,6 +107,11 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def one_line(exc: Exception) -> str:
+    """The error on one line (YAML parser messages span several)."""
+    return " ".join(str(exc).split())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if getattr(args, "label", None) and len(args.images) > 1:
@@ -114,8 +119,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         args.func(args)
-    except (InputError, ConfigError, WeightsError, FileNotFoundError, yaml.YAMLError) as exc:
-        print(f"matsam: error: {exc}", file=sys.stderr)
+    except (InputError, ConfigError, WeightsError, OutputError, yaml.YAMLError) as exc:
+        print(f"matsam: error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # e.g. the output folder cannot be created
+        message = f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else one_line(exc)
+        print(f"matsam: error: {message}", file=sys.stderr)
         return 2
     return 0
 

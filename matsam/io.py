@@ -26,19 +26,57 @@ class InputError(ValueError):
     """An input file is missing, unreadable or has an unusable shape; the message names it."""
 
 
+class OutputError(OSError):
+    """A result cannot be written (folder not writable, disk full); the message names the file."""
+
+
+MAX_LABEL_CLASSES = 64  # more distinct ids than this: a grey image given as a label, not class ids
+
+
+def current_umask() -> int:
+    """The process umask, read from /proc where possible (setting it to read it is not thread-safe)."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        status = Path("/proc/self/status").read_text().splitlines()
+        return int(next(line for line in status if line.startswith("Umask:")).split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode() -> int:
+    """The mode `open()` gives a new file (0666 less the umask); mkstemp's 0600 would hide results
+    from the user's group on a shared project directory."""
+    return 0o666 & ~current_umask()
+
+
+def make_temp_file(path: Path) -> Path:
+    """An empty temporary file beside `path` (same folder, hence same file system) with the mode
+    a new file gets; the caller renames it over `path` or removes it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    try:
+        os.fchmod(fd, new_file_mode())
+    finally:
+        os.close(fd)
+    return Path(tmp)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it over `path` only on success."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
+    tmp: Path | None = None
     try:
-        yield Path(tmp)
+        tmp = make_temp_file(path)
+        yield tmp
         os.replace(tmp, path)
+    except OutputError:
+        raise
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from exc
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        if tmp is not None and tmp.exists():
+            tmp.unlink()
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
@@ -145,7 +183,14 @@ def read_label(path: str | os.PathLike[str], shape: tuple[int, int] | None = Non
         label = label[..., 0]
     if shape is not None and label.shape != tuple(shape):
         raise InputError(f"{path}: label is {label.shape[1]}x{label.shape[0]} px, image is {shape[1]}x{shape[0]} px")
-    return label
+    if not np.issubdtype(label.dtype, np.integer) or label.min() < 0 or label.max() > 255:
+        raise InputError(f"{path}: label values must be class ids 0..254 (255 = unlabelled), "
+                         f"got {label.dtype} in {label.min()}..{label.max()}")
+    classes = np.unique(label)
+    if np.count_nonzero(classes != 255) > MAX_LABEL_CLASSES:
+        raise InputError(f"{path}: label has {len(classes)} distinct values, more than {MAX_LABEL_CLASSES} "
+                         "class ids (a grey image rather than a label map?)")
+    return label.astype(np.uint8, copy=False)
 
 
 def write_png(path: str | os.PathLike[str], img: np.ndarray) -> None:

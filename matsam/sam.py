@@ -21,11 +21,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import ModelConfig, SamConfig
+from .config import ConfigError, ModelConfig, SamConfig
 from .decoder import FastMaskDecoder
 from .masks import CropMasks
 from .nms import nms
-from .weights import default_checkpoint, is_verified, verify
+from .weights import WeightsError, default_checkpoint, is_verified, verify
 
 LOW_RES = 256  # SAM's mask decoder output size
 IMAGE_SIZE = 1024  # SAM's input side, for every model family
@@ -37,7 +37,8 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device is 'cuda' but no CUDA device is visible")
+        raise ConfigError("model.device is 'cuda' but torch sees no CUDA device on this machine "
+                          "(use device: auto to fall back to the CPU)")
     return torch.device(name)
 
 
@@ -59,9 +60,28 @@ def build_model(model: str, checkpoint: str | Path | None) -> torch.nn.Module:
             from segment_anything import sam_model_registry
     net = sam_model_registry[key](checkpoint=None)
     if checkpoint is not None:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        net.load_state_dict(state)
+        load_weights(net, checkpoint, load_checkpoint(checkpoint))
     return net.eval()
+
+
+def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, torch.Tensor]:
+    """A checkpoint's state dict; a file torch cannot read is a one-line WeightsError naming it."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as exc:  # pickle, zip and torch errors for truncated or foreign files
+        raise WeightsError(f"{path}: not a loadable SAM checkpoint ({type(exc).__name__})") from exc
+    if not isinstance(state, dict):
+        raise WeightsError(f"{path}: not a SAM checkpoint (holds a {type(state).__name__}, not a state dict)")
+    return state
+
+
+def load_weights(net: torch.nn.Module, path: str | Path, state: dict[str, torch.Tensor]) -> None:
+    """Load `state` into `net`; weights of another architecture are a one-line WeightsError."""
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        raise WeightsError(f"{path}: checkpoint does not fit the configured model.name "
+                           f"({str(exc).splitlines()[0]})") from exc
 
 
 def build_decoder_model(checkpoint: str | Path | None) -> torch.nn.Module:
@@ -81,8 +101,9 @@ def build_decoder_model(checkpoint: str | Path | None) -> torch.nn.Module:
         num_multimask_outputs=3, transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
         transformer_dim=256, iou_head_depth=3, iou_head_hidden_dim=256)
     if checkpoint is not None:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
-        net.load_state_dict({k: v for k, v in state.items() if k.startswith(("prompt_encoder.", "mask_decoder."))})
+        state = load_checkpoint(checkpoint, mmap=True)
+        load_weights(net, checkpoint,
+                     {k: v for k, v in state.items() if k.startswith(("prompt_encoder.", "mask_decoder."))})
     return net.eval()
 
 
@@ -91,10 +112,10 @@ def checkpoint_for(cfg: ModelConfig) -> Path:
     if cfg.checkpoint:
         path = Path(cfg.checkpoint).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: SAM checkpoint not found (model.checkpoint)")
+            raise WeightsError(f"{path}: SAM checkpoint not found (model.checkpoint)")
         return path
     if cfg.name != "mobile_sam":
-        raise ValueError(f"model.name {cfg.name!r} needs model.checkpoint: a path to its weights")
+        raise ConfigError(f"model.name {cfg.name!r} needs model.checkpoint: a path to its weights")
     path = default_checkpoint()
     if not is_verified(path):
         verify(path)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +17,8 @@ import cv2
 import h5py
 import numpy as np
 import tifffile
+
+from .io import atomic_path
 
 _SLICE_EXTS = {
     ".tif": "TIFF",
@@ -135,15 +136,8 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
 def _atomic_write(path: Path, write: Callable[[str], object]) -> None:
     """Call write(tmp_path) on a temporary file next to `path`, then move it into place; the
     temporary file is removed if writing fails."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        write(str(tmp))
 
 
 def _read_h5(file: Path, dataset: str | None) -> np.ndarray:

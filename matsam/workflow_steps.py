@@ -7,13 +7,14 @@ and the job fails; outputs are only ever written atomically, so nothing half-don
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-from . import stages
+from . import input_check, stages
 from .workflow import method_from_params
 
 log = logging.getLogger("matsam")
@@ -21,6 +22,21 @@ log = logging.getLogger("matsam")
 
 def _cfg(smk: Any):
     return method_from_params(smk.params.cfg)
+
+
+def retry_batch(batch: int, attempt: int) -> int:
+    """The prompt batch of a decoder job's `attempt` (1, 2, ...): halved per retry, at least 1."""
+    return max(1, batch >> (attempt - 1))
+
+
+def _decode_cfg(smk: Any):
+    """The decoder's settings with the prompt batch of this attempt (smaller after an OOM)."""
+    cfg = _cfg(smk)
+    batch = int(getattr(smk.resources, "points_per_batch", cfg.sam.points_per_batch))
+    if batch == cfg.sam.points_per_batch:
+        return cfg
+    log.info("attempt with points_per_batch=%d (configured %d)", batch, cfg.sam.points_per_batch)
+    return dataclasses.replace(cfg, sam=dataclasses.replace(cfg.sam, points_per_batch=batch))
 
 
 def _names(files: Any) -> list[str]:
@@ -41,7 +57,7 @@ STEPS: dict[str, Callable[[Any], None]] = {
         _names(s.input.images), s.input.images, s.input.crops, s.output.embeddings, _cfg(s)
     ),
     "segment_crops": lambda s: stages.segment_images(
-        _names(s.input.crops), s.input.crops, s.input.prompts, s.input.embeddings, s.output.masks, _cfg(s)
+        _names(s.input.crops), s.input.crops, s.input.prompts, s.input.embeddings, s.output.masks, _decode_cfg(s)
     ),
     "merge_grain_masks": _merge,
     "merge_phase_masks": _merge,
@@ -67,6 +83,11 @@ STEPS: dict[str, Callable[[Any], None]] = {
     "run_report": lambda s: __import__("matsam.report").report.run_report(
         s.params.config, s.params.checkpoints, s.output.run
     ),
+    "check_input": lambda s: input_check.check_input(
+        s.wildcards.dataset, s.wildcards.image, s.input.raw, s.input.get("label"), s.output.check
+    ),
+    "collect_checks": lambda s: input_check.collect_checks(s.input.checks, s.output.checks),
+    "failed_table": lambda s: input_check.write_failed_table(s.input.checks, s.output.failed),
     "link_stack": lambda s: __import__("matsam.stack_stages").stack_stages.link_stack_rule(s),
 }
 

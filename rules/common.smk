@@ -25,6 +25,17 @@ except ConfigError as error:
     raise WorkflowError(f"invalid configuration: {error}")
 DATASETS.update({stack.dataset.name: stack.dataset for stack in STACKS.values()})
 
+if workflow.is_main_process:  # not again inside each cluster job
+    from matsam.io import OutputError
+    from matsam.preflight import preflight
+    from matsam.weights import WeightsError
+
+    try:
+        models = [dataset.method.model for dataset in DATASETS.values()]
+        preflight(models, RESULTS, workflow.local_exec)
+    except (ConfigError, WeightsError, OutputError) as error:
+        raise WorkflowError(f"pre-flight: {error}")
+
 
 wildcard_constraints:
     dataset="|".join(DATASETS) or "(?!)",
@@ -60,12 +71,45 @@ def shard_inputs(kind):
 
     def files(wildcards):
         dataset = DATASETS[wildcards.dataset]
+        good = passed_images(dataset.name)
         return [
             f"{WORK}/{dataset.name}/{image}/{kind}"
             for image in dataset.shards[wildcards.shard]
+            if image in good
         ]
 
     return files
+
+
+def check_inputs(wildcards):
+    """check_input's files: the raw image and, when labelled, its label."""
+    dataset = DATASETS[wildcards.dataset]
+    files = {"raw": dataset.images[wildcards.image]}
+    if wildcards.image in dataset.labels:
+        files["label"] = dataset.labels[wildcards.image]
+    return files
+
+
+def dataset_check_files(wildcards):
+    dataset = DATASETS[wildcards.dataset]
+    return [f"{WORK}/{dataset.name}/{image}/check.json" for image in dataset.images]
+
+
+STACK_DATASETS = {stack.dataset.name for stack in STACKS.values()}
+
+
+def checked_datasets():
+    """Datasets whose files are checked; a stack's slices were already read at DAG time."""
+    return [name for name in DATASETS if name not in STACK_DATASETS]
+
+
+def passed_images(name):
+    """Images of dataset `name` whose check passed (waits for collect_checks)."""
+    from matsam.input_check import passed_images as read_passed
+
+    if name in STACK_DATASETS:
+        return set(DATASETS[name].images)
+    return read_passed(checkpoints.collect_checks.get(dataset=name).output.checks)
 
 
 def map_file(wildcards):
@@ -136,6 +180,15 @@ def decode_runtime(wildcards, input, attempt):
     )
 
 
+def decode_points_per_batch(wildcards, attempt):
+    """Prompts decoded at once, halved on each retry: a decoder job that ran out of memory
+    is retried with smaller batches (and twice the memory)."""
+    from matsam.workflow_steps import retry_batch
+
+    batch = DATASETS[wildcards.dataset].method.sam.points_per_batch
+    return retry_batch(batch, attempt)
+
+
 def embeddings_output(path):
     """The encoder's output folder; deleted once decoded unless `keep_embeddings` (the cache)."""
     return (
@@ -151,23 +204,35 @@ def cpu_mem_mb(wildcards, input, attempt):
 
 def dataset_metrics(wildcards):
     dataset = DATASETS[wildcards.dataset]
-    return [f"{RESULTS}/{dataset.name}/{image}/metrics.csv" for image in dataset.labels]
+    good = passed_images(dataset.name)
+    return [
+        f"{RESULTS}/{dataset.name}/{image}/metrics.csv"
+        for image in dataset.labels
+        if image in good
+    ]
 
 
 def dataset_summaries(wildcards):
     dataset = DATASETS[wildcards.dataset]
+    good = passed_images(dataset.name)
     return [
-        f"{RESULTS}/{dataset.name}/{image}/summary.json" for image in dataset.images
+        f"{RESULTS}/{dataset.name}/{image}/summary.json"
+        for image in dataset.images
+        if image in good
     ]
 
 
-def final_outputs():
-    """Every per-image file, not only the tables: `--batch all=i/n` (inputs sorted by path) then
-    runs whole image chains in each batch, and the last batch has only the tables left to write.
+def final_outputs(wildcards):
+    """Every per-image file of the images that passed their check, not only the tables:
+    `--batch all=i/n` (inputs sorted by path) then runs whole image chains in each batch, and
+    the last batch has only the tables left to write.
     """
-    outputs = [f"{RESULTS}/summary.csv"]
+    outputs = [f"{RESULTS}/summary.csv", f"{RESULTS}/failed.csv"]
     for name, dataset in DATASETS.items():
+        good = passed_images(name)
         for image in dataset.images:
+            if image not in good:
+                continue
             folder = f"{RESULTS}/{name}/{image}"
             outputs += [
                 f"{folder}/overlay.png",

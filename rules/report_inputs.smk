@@ -3,13 +3,21 @@
 
 def dataset_objects(wildcards):
     dataset = DATASETS[wildcards.dataset]
-    return [f"{RESULTS}/{dataset.name}/{image}/objects.csv" for image in dataset.images]
+    good = passed_images(dataset.name)
+    return [
+        f"{RESULTS}/{dataset.name}/{image}/objects.csv"
+        for image in dataset.images
+        if image in good
+    ]
 
 
 def sam_checkpoints():
     """(model, checkpoint) of every dataset, for the weights' sha256 in the run report."""
     return sorted(
-        {(d.method.model.name, d.method.model.checkpoint or "") for d in DATASETS.values()}
+        {
+            (d.method.model.name, d.method.model.checkpoint or "")
+            for d in DATASETS.values()
+        }
     )
 
 

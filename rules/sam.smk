@@ -45,6 +45,7 @@ rule segment_crops:
         gpu=sam_gpus,
         mem_mb=decode_mem_mb,
         runtime=decode_runtime,
+        points_per_batch=decode_points_per_batch,
     params:
         cfg=stage_params("model", "sam"),
     script:

@@ -31,10 +31,10 @@ def shared_data() -> Path:
 
 
 def parse_dry_run(stdout: str) -> list[tuple[str, dict[str, str]]]:
-    """(rule, wildcards) of every job in the output of `snakemake -n`."""
+    """(rule, wildcards) of every job in the output of `snakemake -n` (or of a run's log)."""
     jobs: list[tuple[str, dict[str, str]]] = []
     for line in stdout.splitlines():
-        if m := re.match(r"^(?:local)?rule (\w+):", line):
+        if m := re.match(r"^(?:local)?(?:rule|checkpoint) (\w+):", line):
             jobs.append((m.group(1), {}))
         elif m := re.match(r"^\s+wildcards: (.*)", line):
             jobs[-1] = (jobs[-1][0], dict(kv.split("=", 1) for kv in m.group(1).split(", ")))

@@ -9,6 +9,7 @@ from synthetic import few_discs
 
 from matsam.config import ModelConfig, SamConfig
 from matsam.sam import Segmenter, build_model, mask_boxes
+from matsam.weights import WeightsError
 
 pytestmark = pytest.mark.slow
 
@@ -72,7 +73,7 @@ def test_a_missing_checkpoint_for_vit_h_is_a_clear_error():
 
     with pytest.raises(ValueError, match="needs model.checkpoint"):
         checkpoint_for(ModelConfig(name="vit_h"))
-    with pytest.raises(FileNotFoundError, match="nowhere.pth"):
+    with pytest.raises(WeightsError, match="nowhere.pth: SAM checkpoint not found"):
         checkpoint_for(ModelConfig(name="vit_h", checkpoint="/nowhere.pth"))
 
 
