@@ -12,7 +12,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import tifffile
-
 from synthetic import few_discs
 
 

@@ -11,7 +11,7 @@ from matsam import io, prompts
 from matsam.config import PromptConfig
 from matsam.crops import Crop
 from matsam.decoder import FastMaskDecoder
-from matsam.sam import Segmenter, build_decoder_model, build_model, input_size
+from matsam.sam import Segmenter, build_model, input_size
 
 SAMPLE = REPO / "data" / "samples" / "phase" / "images" / "spot6_0d_2.tif"
 

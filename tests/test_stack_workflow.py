@@ -198,7 +198,8 @@ def test_a_changed_slice_reruns_only_its_chain_and_the_linking(stack_run):
     assert {image for _, image in per_slice} == {"slice_0003"}
     assert {"prepare_image", "embed_crops", "segment_crops", "merge_grain_masks"} <= {rule for rule, _ in per_slice}
     others = {rule for rule, wc in jobs if not {"image", "shard"} & set(wc)}
-    assert "link_stack" in others and others <= {"link_stack", "aggregate_dataset", "aggregate_all", "dataset_report", "all"}
+    tables = {"collect_checks", "failed_table", "aggregate_dataset", "aggregate_all", "dataset_report", "all"}
+    assert "link_stack" in others and others <= {"link_stack", *tables}
 
 
 # --- configuration -----------------------------------------------------------------------------
