@@ -15,21 +15,22 @@ from typing import Sequence
 
 import pandas as pd
 
-from . import io
+from . import io, reference
 
 FAILED_COLUMNS = ["dataset", "image", "file", "step", "error"]
 
 
-def check_input(dataset: str, image: str, raw: str | os.PathLike[str], label: str | os.PathLike[str] | None,
-                dst: str | os.PathLike[str]) -> bool:
-    """Read the image and its label as the later steps will; write the verdict to `dst`."""
+def check_input(dataset: str, image: str, mode: str, raw: str | os.PathLike[str],
+                label: str | os.PathLike[str] | None, dst: str | os.PathLike[str]) -> bool:
+    """Read the image and its label as the later steps will (a label through the same reader as
+    the scoring step, so a corrected instance label passes); write the verdict to `dst`."""
     record: dict[str, object] = {"dataset": dataset, "image": image, "ok": True}
     step, file = "read image", raw
     try:
         pixels = io.read_image(raw)
         if label is not None:
             step, file = "read label", label
-            io.read_label(label, pixels.shape[:2])
+            reference.read_reference(label, mode, pixels.shape[:2])
     except io.InputError as exc:
         record.update(ok=False, file=str(file), step=step, error=" ".join(str(exc).split()))
     io.write_json(dst, record)

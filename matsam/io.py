@@ -174,6 +174,12 @@ def to_gray(img: np.ndarray) -> np.ndarray:
     return img.astype(np.float32)
 
 
+def check_label_shape(path: str | os.PathLike[str], label: np.ndarray, shape: tuple[int, int] | None) -> None:
+    """A label must cover its image pixel for pixel."""
+    if shape is not None and label.shape[:2] != tuple(shape):
+        raise InputError(f"{path}: label is {label.shape[1]}x{label.shape[0]} px, image is {shape[1]}x{shape[0]} px")
+
+
 def read_label(path: str | os.PathLike[str], shape: tuple[int, int] | None = None) -> np.ndarray:
     """A single-channel uint8 label map; checks it matches the image's (H, W)."""
     label = read_image(path)
@@ -181,8 +187,7 @@ def read_label(path: str | os.PathLike[str], shape: tuple[int, int] | None = Non
         if not (np.all(label[..., 0] == label[..., 1]) and np.all(label[..., 0] == label[..., 2])):
             raise InputError(f"{path}: label must be single-channel (got colour)")
         label = label[..., 0]
-    if shape is not None and label.shape != tuple(shape):
-        raise InputError(f"{path}: label is {label.shape[1]}x{label.shape[0]} px, image is {shape[1]}x{shape[0]} px")
+    check_label_shape(path, label, shape)
     if not np.issubdtype(label.dtype, np.integer) or label.min() < 0 or label.max() > 255:
         raise InputError(f"{path}: label values must be class ids 0..254 (255 = unlabelled), "
                          f"got {label.dtype} in {label.min()}..{label.max()}")

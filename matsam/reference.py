@@ -35,14 +35,12 @@ def read_reference(path: str | os.PathLike[str], mode: str, shape: tuple[int, in
     raw = io.read_image(path)
     if raw.ndim == 3 or not is_instance_image(raw, mode):
         return io.read_label(path, shape)
-    if raw.shape != tuple(shape):
-        raise io.InputError(f"{path}: label is {raw.shape[1]}x{raw.shape[0]} px, image is {shape[1]}x{shape[0]} px")
-    if np.issubdtype(raw.dtype, np.floating):
-        if not np.all(np.isfinite(raw)) or np.any(raw != np.round(raw)) or raw.min() < 0:
-            raise io.InputError(f"{path}: a float label image must hold non-negative whole object ids")
+    io.check_label_shape(path, raw, shape)
+    whole = np.issubdtype(raw.dtype, np.integer) or bool(np.all(np.isfinite(raw)) and np.all(raw == np.round(raw)))
+    if not whole or raw.min() < 0:
+        raise io.InputError(f"{path}: label values must be class ids or non-negative whole object ids, "
+                            f"got {raw.dtype} in {raw.min()}..{raw.max()}")
     labels = raw.astype(np.int64)
-    if labels.min() < 0:
-        raise io.InputError(f"{path}: negative object ids in the label image")
     if mode == "grain":
         return (boundary_map(labels).astype(bool) | (labels == 0)).astype(np.uint8)
     return (labels > 0).astype(np.uint8)

@@ -84,7 +84,7 @@ STEPS: dict[str, Callable[[Any], None]] = {
         s.params.config, s.params.checkpoints, s.output.run
     ),
     "check_input": lambda s: input_check.check_input(
-        s.wildcards.dataset, s.wildcards.image, s.input.raw, s.input.get("label"), s.output.check
+        s.wildcards.dataset, s.wildcards.image, s.params.mode, s.input.raw, s.input.get("label"), s.output.check
     ),
     "collect_checks": lambda s: input_check.collect_checks(s.input.checks, s.output.checks),
     "failed_table": lambda s: input_check.write_failed_table(s.input.checks, s.output.failed),

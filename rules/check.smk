@@ -14,6 +14,8 @@ rule check_input:
     resources:
         mem_mb=1000,
         runtime=10,
+    params:
+        mode=lambda wildcards: DATASETS[wildcards.dataset].mode,
     script:
         STEP
 
