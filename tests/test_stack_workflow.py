@@ -178,8 +178,8 @@ def test_tiff_folder_and_hdf5_stacks_give_the_same_jobs(stack_run):
     before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in exported.glob("slice_*.tif")}
     assert len(before) == SHAPE[0]
     for path in ("pngs", "sections.h5:/scan/grey"):
-        write_config(stack_run, {"grains3d": {"path": path, "mode": "grain", "voxel_size_um": VOXEL,
-                                              "link": {"refine_boundaries": "dark"}}}, name="other.yaml")
+        write_config(stack_run, {"grains3d": {"path": path, "mode": "grain", "voxel_size_um": VOXEL}},
+                     name="other.yaml")
         assert planned_jobs(stack_run, "other.yaml") == [], path
         assert json.loads((exported / "source.json").read_text())["spec"] == path
         after = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in exported.glob("slice_*.tif")}
