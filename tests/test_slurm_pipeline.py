@@ -50,7 +50,8 @@ PROFILE = REPO / "profiles" / "slurm-ci"
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
 FAST = {"prompts": {"grid_min": 4, "grid_max": 6, "edge_density": 1.0}, "crops": {"n_layers": 0}}
 IMAGES = ["disc_0", "disc_1", "disc_2"]
-LOCAL_RULES = {"aggregate_dataset", "aggregate_all", "dataset_report", "run_report", "all"}
+LOCAL_RULES = {"collect_checks", "failed_table", "aggregate_dataset", "aggregate_all", "dataset_report", "run_report",
+               "all"}
 CPU_PARTITION = os.environ.get("MATSAM_SLURM_PARTITION", "cpu")
 GPU_PARTITION = os.environ.get("MATSAM_SLURM_GPU_PARTITION", "gpu")
 RUN_TIMEOUT_S = 420  # one snakemake call; the whole module takes ~5 min on 2 busy CPUs
@@ -183,7 +184,7 @@ def test_every_remote_job_ran_through_sbatch(runs):
     log = runs["first"]
     jobs = scheduled_jobs(log)
     remote = {(rule, wc) for rule, wc, local in jobs if rule not in LOCAL_RULES}
-    per_image = {"prepare_image", "plan_crops", "make_prompts", "embed_crops", "segment_crops", "merge_phase_masks",
+    per_image = {"check_input", "prepare_image", "plan_crops", "make_prompts", "embed_crops", "segment_crops", "merge_phase_masks",
                  "draw_overlay", "quantify_objects", "evaluate_image"}
     assert {rule for rule, _ in remote} == per_image and len(remote) == len(per_image) * len(IMAGES), remote
     assert not [(r, wc) for r, wc, local in jobs if local and r not in LOCAL_RULES], "remote rules run locally"
@@ -202,9 +203,10 @@ def test_only_sam_jobs_get_the_gpu_and_cpu_jobs_are_grouped(runs):
     kinds = {jobid: path.parent.name if path.parent.name.startswith("group_") else path.parent.parent.name
              for jobid, path in submitted.items()}
     sam = [j for j, kind in kinds.items() if kind in ("rule_embed_crops", "rule_segment_crops")]
-    groups = sorted(kind.split("_sam_")[0] for kind in kinds.values() if kind.startswith("group_"))
-    assert len(sam) == 2 * len(IMAGES) and groups == ["group_post", "group_pre"], kinds
-    assert len(submitted) == 2 * len(IMAGES) + 2  # 30 jobs, 8 sbatch
+    group_names = ("checks", "pre_sam", "post_sam")  # log folders: group_<name>_<its rules>
+    groups = sorted(name for kind in kinds.values() for name in group_names if kind.startswith(f"group_{name}_"))
+    assert len(sam) == 2 * len(IMAGES) and groups == sorted(group_names), kinds
+    assert len(submitted) == 2 * len(IMAGES) + 3  # 33 jobs, 9 sbatch
     for jobid, rec in records.items():
         tres = dict(kv.split("=", 1) for kv in rec["AllocTRES"].split(",") if "=" in kv)
         if jobid in sam:
@@ -233,7 +235,7 @@ def test_a_changed_image_resubmits_only_its_own_jobs(runs):
     assert {"prepare_image", "make_prompts", "embed_crops", "segment_crops", "merge_phase_masks", "evaluate_image"} <= {
         rule for rule, _ in jobs}
     submitted = submissions(log)
-    assert len(submitted) == 4, submitted  # pre-SAM group, SAM encoder and decoder jobs, post-SAM group
+    assert len(submitted) == 5, submitted  # check group, pre-SAM group, SAM encoder and decoder jobs, post-SAM group
     assert executed_in_slurm(submitted.values()) >= set(jobs)
     assert {r["State"] for r in sacct(list(submitted)).values()} == {"COMPLETED"}
     results = runs["slurm"] / "results" / "discs"

@@ -166,7 +166,8 @@ def test_3d_grains_match_the_truth(stack_run, tmp_path):
 @pytest.mark.slow
 def test_tiff_folder_and_hdf5_stacks_give_the_same_jobs(stack_run):
     """The same sections as a PNG folder or an HDF5 dataset export to byte-identical slices, so
-    after the TIFF run there is nothing left to do."""
+    after the TIFF run nothing is left to do but re-render the run report's page of the
+    configuration (run_report records the config, and its data path did change)."""
     grey = tifffile.imread(stack_run / "sections.tif")
     folder = stack_run / "pngs"
     folder.mkdir()
@@ -180,7 +181,7 @@ def test_tiff_folder_and_hdf5_stacks_give_the_same_jobs(stack_run):
     for path in ("pngs", "sections.h5:/scan/grey"):
         write_config(stack_run, {"grains3d": {"path": path, "mode": "grain", "voxel_size_um": VOXEL}},
                      name="other.yaml")
-        assert planned_jobs(stack_run, "other.yaml") == [], path
+        assert {rule for rule, _ in planned_jobs(stack_run, "other.yaml")} <= {"run_report", "all"}, path
         assert json.loads((exported / "source.json").read_text())["spec"] == path
         after = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in exported.glob("slice_*.tif")}
         assert after == before, path
