@@ -44,7 +44,7 @@ rule all:
 
 
 onsuccess:
-    from matsam.input_check import failure_summary
+    from matsam.workflow.input_check import failure_summary
 
     if summary := failure_summary(f"{RESULTS}/failed.csv"):
         print(summary, file=sys.stderr)

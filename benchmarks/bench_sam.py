@@ -67,9 +67,10 @@ def popen_rss(cmd: list[str], threads: int) -> tuple[float, float, str]:
 
 def score_candidates(mode: str, rgb: np.ndarray, masks: list[dict], label_file: Path) -> float:
     """AMG masks through matsam's merge and scoring, as if they were matsam's own."""
-    from matsam import merge, prompts, stages
     from matsam.config import method_config
     from matsam.io import read_label
+    from matsam.segmentation import merge, prompts
+    from matsam.workflow import steps
 
     cfg = method_config(mode)
     h, w = rgb.shape[:2]
@@ -83,9 +84,9 @@ def score_candidates(mode: str, rgb: np.ndarray, masks: list[dict], label_file: 
         _, predicted = merge.merge_grains(cands, rgb, cfg.merge)
     else:
         pre = prompts.presegment(rgb, mode, cfg.prompts)
-        side, depth = stages.phase_side(prompts.to_gray8(rgb), pre.threshold, pre.foreground, cfg)
+        side, depth = steps.phase_side(prompts.to_gray8(rgb), pre.threshold, pre.foreground, cfg)
         _, predicted = merge.merge_phase(cands, side, cfg.merge, depth)
-    scores = stages.score(mode, predicted, read_label(label_file, (h, w)))
+    scores = steps.score(mode, predicted, read_label(label_file, (h, w)))
     return scores["ari" if mode == "grain" else "miou"]
 
 
@@ -94,8 +95,8 @@ def amg_worker(mode: str, image: str, label: str) -> None:
     from mobile_sam import SamAutomaticMaskGenerator
 
     from matsam import io
-    from matsam.sam import build_model
-    from matsam.weights import default_checkpoint
+    from matsam.segmentation.sam import build_model
+    from matsam.segmentation.weights import default_checkpoint
 
     torch.set_num_threads(int(os.environ["MATSAM_THREADS"]))
     net = build_model("mobile_sam", default_checkpoint())  # weights loaded, then eval()
@@ -113,10 +114,11 @@ def decoder_worker(mode: str, image: str) -> None:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from matsam import io, prompts
+    from matsam import io
     from matsam.config import method_config
-    from matsam.crops import crop_boxes
-    from matsam.sam import Segmenter, input_size
+    from matsam.segmentation import prompts
+    from matsam.segmentation.crops import crop_boxes
+    from matsam.segmentation.sam import Segmenter, input_size
 
     torch.set_num_threads(int(os.environ["MATSAM_THREADS"]))
     cfg = method_config(mode)

@@ -30,8 +30,9 @@ from scipy import ndimage, stats
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from matsam import astm, baselines, io, metrics  # noqa: E402
-from matsam.workflow import load_catalog  # noqa: E402
+from matsam import io  # noqa: E402
+from matsam.measurement import astm, baselines, metrics  # noqa: E402
+from matsam.workflow.catalogue import load_catalog  # noqa: E402
 
 CONFIG = REPO / "config" / "shared-data.yaml"
 OUT = REPO / "benchmarks" / "results" / "grain_size.md"

@@ -27,9 +27,11 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from synthetic import coating_micrograph, size_phase_micrograph  # noqa: E402
 
-from matsam import baselines, io, stages  # noqa: E402
+from matsam import io  # noqa: E402
 from matsam.config import method_config  # noqa: E402
-from matsam.sam import Segmenter  # noqa: E402
+from matsam.measurement import baselines  # noqa: E402
+from matsam.segmentation.sam import Segmenter  # noqa: E402
+from matsam.workflow import steps  # noqa: E402
 
 OUT = REPO / "benchmarks" / "results" / "multiphase_synthetic.md"
 KINDS = {"size (large / small discs)": size_phase_micrograph, "shape (oxides / thin cracks)": coating_micrograph}
@@ -41,20 +43,20 @@ def run_image(work: Path, image: np.ndarray, truth: np.ndarray, segmenter: Segme
     io.write_png(work / "raw.png", image)
     cfg = method_config("phase", {"merge": {"n_phases": 3}})
     prepared, crops, points = work / "image.png", work / "crops.json", work / "prompts.npz"
-    stages.prepare_image(work / "raw.png", prepared, cfg)
-    stages.plan_crops(prepared, crops, cfg)
-    stages.make_prompts(prepared, crops, points, cfg)
-    stages.embed_and_segment(["img"], [prepared], [crops], [points], work / "embeddings", work / "masks", cfg,
+    steps.prepare_image(work / "raw.png", prepared, cfg)
+    steps.plan_crops(prepared, crops, cfg)
+    steps.make_prompts(prepared, crops, points, cfg)
+    steps.embed_and_segment(["img"], [prepared], [crops], [points], work / "embeddings", work / "masks", cfg,
                              segmenter)
     rows = []
     for method, classes in (("matsam features", "auto"), ("matsam grey split", "grey")):
         cfg = method_config("phase", {"merge": {"n_phases": 3, "phase_classes": classes}})
-        stages.merge_masks(prepared, crops, points, work / "masks", "img", work / "labels.tif", work / "phase.png", cfg)
-        rows.append({"method": method, **stages.score("phase", io.read_image(work / "phase.png"), truth)})
+        steps.merge_masks(prepared, crops, points, work / "masks", "img", work / "labels.tif", work / "phase.png", cfg)
+        rows.append({"method": method, **steps.score("phase", io.read_image(work / "phase.png"), truth)})
     rgb = io.read_image(prepared)
     foreground = str(io.read_npz(points)["foreground"])
     for name, method in baselines.PHASE_BASELINES.items():
-        rows.append({"method": name, **stages.score("phase", method(rgb, foreground), truth)})
+        rows.append({"method": name, **steps.score("phase", method(rgb, foreground), truth)})
     return rows
 
 

@@ -15,7 +15,7 @@ metadata) are copied into every timed run, so that a timed run does the SAM jobs
 (b) slurm:  the same with `--profile profiles/slurm-ci` on the local one-node cluster
             (scripts/local-slurm.sh; skipped if it is not UP). Its one fake GPU and 2 CPUs run one
             SAM job at a time, as (a) does with --cores 2 and 2 threads per SAM job;
-(c) loop:   `matsam.stages.embed_and_segment` over all images with ONE Segmenter, in this process
+(c) loop:   `matsam.workflow.steps.embed_and_segment` over all images with ONE Segmenter, in this process
             (model load timed separately), the floor any pipeline can reach.
 
 for each `sam_images_per_job` (default 1 and 16). With 1 image per SAM job, (b) runs on the first
@@ -133,9 +133,9 @@ def loop(base: Path, out: Path, threads: int) -> dict:
     import torch
     import yaml
 
-    from matsam import stages
-    from matsam.sam import Segmenter
-    from matsam.workflow import load_catalog
+    from matsam.segmentation.sam import Segmenter
+    from matsam.workflow import steps
+    from matsam.workflow.catalogue import load_catalog
 
     torch.set_num_threads(threads)
     config = yaml.safe_load((base / "config.yaml").read_text())
@@ -146,7 +146,7 @@ def loop(base: Path, out: Path, threads: int) -> dict:
     t0 = time.perf_counter()
     segmenter = Segmenter.from_config(cfg.model)
     t1 = time.perf_counter()
-    stages.embed_and_segment(names, [work / n / "image.png" for n in names],
+    steps.embed_and_segment(names, [work / n / "image.png" for n in names],
                              [work / n / "crops.json" for n in names], [work / n / "prompts.npz" for n in names],
                              out / "embeddings", out / "masks", cfg, segmenter)
     t2 = time.perf_counter()
@@ -186,7 +186,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=int, default=3000, help="seconds per snakemake call")
     args = parser.parse_args()
 
-    from matsam.weights import default_checkpoint, is_verified
+    from matsam.segmentation.weights import default_checkpoint, is_verified
 
     if not is_verified(default_checkpoint()):
         sys.exit(f"MobileSAM weights missing at {default_checkpoint()}: run scripts/setup-env.sh")

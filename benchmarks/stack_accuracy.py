@@ -3,7 +3,7 @@
 Every stack of `tests/synthetic3d.FAMILY` (grains 18-55 px across, dark / bright boundary lines
 1-4 px wide, contrast-only grains, noise, blur, illumination gradients, drift with `align`,
 grains elongated along z, 16 and 100 slices) is rendered, every slice runs through the 2D chain
-in-process (matsam.stages, the functions the rules call; MobileSAM, CPU, model loaded once),
+in-process (matsam.workflow.steps, the functions the rules call; MobileSAM, CPU, model loaded once),
 and the slices are linked by `stack_stages.link_stack` with the stack's default `link:`
 settings (only `align: true` for the drifting stack, as a user would set it). Per stack it
 prints the 3D adjusted Rand index against the true grains, predicted vs true 3D grain count,
@@ -38,10 +38,11 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from synthetic3d import FAMILY, StackLook, render_stack  # noqa: E402
 
-from matsam import io, stages  # noqa: E402
+from matsam import io  # noqa: E402
 from matsam.config import method_config  # noqa: E402
-from matsam.stack_stages import link_stack  # noqa: E402
-from matsam.workflow import LINK_DEFAULTS  # noqa: E402
+from matsam.workflow import steps  # noqa: E402
+from matsam.workflow.catalogue import LINK_DEFAULTS  # noqa: E402
+from matsam.workflow.stack_steps import link_stack  # noqa: E402
 
 
 def ari(truth: np.ndarray, pred: np.ndarray) -> float:
@@ -72,12 +73,12 @@ def segment_2d(grey: np.ndarray, folder: Path, segmenter, cfg) -> tuple[list[Pat
         d = folder / f"slice_{z:04d}"
         d.mkdir(parents=True, exist_ok=True)
         io.write_tiff(d / "raw.tif", image)
-        stages.prepare_image(d / "raw.tif", d / "image.png", cfg)
-        stages.plan_crops(d / "image.png", d / "crops.json", cfg)
-        stages.make_prompts(d / "image.png", d / "crops.json", d / "prompts.npz", cfg)
-        stages.embed_and_segment([d.name], [d / "image.png"], [d / "crops.json"], [d / "prompts.npz"],
+        steps.prepare_image(d / "raw.tif", d / "image.png", cfg)
+        steps.plan_crops(d / "image.png", d / "crops.json", cfg)
+        steps.make_prompts(d / "image.png", d / "crops.json", d / "prompts.npz", cfg)
+        steps.embed_and_segment([d.name], [d / "image.png"], [d / "crops.json"], [d / "prompts.npz"],
                                  folder / "embeddings", folder / "sam", cfg, segmenter)
-        stages.merge_masks(d / "image.png", d / "crops.json", d / "prompts.npz", folder / "sam", d.name,
+        steps.merge_masks(d / "image.png", d / "crops.json", d / "prompts.npz", folder / "sam", d.name,
                            d / "labels.tif", d / "boundaries.png", cfg)
         labels.append(d / "labels.tif")
         images.append(d / "image.png")
@@ -140,7 +141,7 @@ def main() -> None:
 
     def get_segmenter():
         if not segmenter:
-            from matsam.sam import Segmenter
+            from matsam.segmentation.sam import Segmenter
 
             segmenter.append(Segmenter.from_config(cfg.model))
         return segmenter[0]

@@ -3,7 +3,7 @@
 Builds a synthetic stack (tests/synthetic3d.py: Voronoi grains, dark boundaries, noise, known 3D
 labels), then
 
-1. runs the 2D chain in-process (matsam.stages, the functions the rules call) on a few slices
+1. runs the 2D chain in-process (matsam.workflow.steps, the functions the rules call) on a few slices
    spread through the stack, timing every stage; the model is loaded once, as in a SAM job with
    `sam_images_per_job` > 1 (a job with one image also pays the load, reported separately);
 2. times the linking of all slices: stack3d.link_slices alone on 2D labels derived from the
@@ -32,10 +32,11 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from synthetic3d import grey_stack, perturb_labels2d, voronoi_volume  # noqa: E402
 
-from matsam import io, stages  # noqa: E402
+from matsam import io  # noqa: E402
 from matsam.config import method_config  # noqa: E402
-from matsam.stack3d import LinkConfig, link_slices  # noqa: E402
-from matsam.stack_stages import link_stack  # noqa: E402
+from matsam.volumes.stack3d import LinkConfig, link_slices  # noqa: E402
+from matsam.workflow import steps  # noqa: E402
+from matsam.workflow.stack_steps import link_stack  # noqa: E402
 
 
 def ari(truth: np.ndarray, pred: np.ndarray) -> float:
@@ -55,7 +56,7 @@ def chain_2d(grey: np.ndarray, picks: list[int], folder: Path, cfg, threads: int
     """Seconds per stage for each picked slice (in-process), and the model load time."""
     import torch
 
-    from matsam.sam import Segmenter
+    from matsam.segmentation.sam import Segmenter
 
     torch.set_num_threads(threads)
     segmenter, load_s = timed(Segmenter.from_config, cfg.model)
@@ -65,17 +66,17 @@ def chain_2d(grey: np.ndarray, picks: list[int], folder: Path, cfg, threads: int
         d.mkdir(parents=True, exist_ok=True)
         io.write_tiff(d / "raw.tif", grey[z])
         t = {}
-        _, t["prepare"] = timed(stages.prepare_image, d / "raw.tif", d / "image.png", cfg)
-        _, t["crops"] = timed(stages.plan_crops, d / "image.png", d / "crops.json", cfg)
-        _, t["prompts"] = timed(stages.make_prompts, d / "image.png", d / "crops.json", d / "prompts.npz", cfg)
+        _, t["prepare"] = timed(steps.prepare_image, d / "raw.tif", d / "image.png", cfg)
+        _, t["crops"] = timed(steps.plan_crops, d / "image.png", d / "crops.json", cfg)
+        _, t["prompts"] = timed(steps.make_prompts, d / "image.png", d / "crops.json", d / "prompts.npz", cfg)
         n_points = sum(v.shape[0] for k, v in io.read_npz(d / "prompts.npz").items() if k.startswith("points_"))
-        _, t["sam"] = timed(stages.embed_and_segment, [d.name], [d / "image.png"], [d / "crops.json"],
+        _, t["sam"] = timed(steps.embed_and_segment, [d.name], [d / "image.png"], [d / "crops.json"],
                             [d / "prompts.npz"], folder / "embeddings", folder / "sam", cfg, segmenter)
-        _, t["merge"] = timed(stages.merge_masks, d / "image.png", d / "crops.json", d / "prompts.npz",
+        _, t["merge"] = timed(steps.merge_masks, d / "image.png", d / "crops.json", d / "prompts.npz",
                               folder / "sam", d.name, d / "labels.tif", d / "boundaries.png", cfg)
-        _, t["overlay"] = timed(stages.draw_overlay, d / "image.png", d / "labels.tif", d / "boundaries.png",
+        _, t["overlay"] = timed(steps.draw_overlay, d / "image.png", d / "labels.tif", d / "boundaries.png",
                                 d / "overlay.png", cfg.mode)
-        _, t["quantify"] = timed(stages.quantify_objects, d / "raw.tif", d / "labels.tif", d / "boundaries.png",
+        _, t["quantify"] = timed(steps.quantify_objects, d / "raw.tif", d / "labels.tif", d / "boundaries.png",
                                  d / "objects.csv", d / "summary.json", cfg, d.name)
         t["points"] = n_points
         rows[z] = t

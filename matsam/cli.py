@@ -9,11 +9,11 @@ from pathlib import Path
 
 import yaml
 
-from . import __version__
-from .config import ConfigError, MethodConfig, merge_sections, method_config
-from .io import InputError, OutputError, read_image
-from .progress import Progress
-from .weights import WeightsError
+from matsam import __version__
+from matsam.config import ConfigError, MethodConfig, merge_sections, method_config
+from matsam.io import InputError, OutputError, read_image
+from matsam.segmentation.weights import WeightsError
+from matsam.workflow.progress import Progress
 
 
 def run_segment(args: argparse.Namespace) -> None:
@@ -24,8 +24,8 @@ def run_segment(args: argparse.Namespace) -> None:
     cfg: MethodConfig = method_config(args.mode, merge_sections(overrides, cli), where=args.config or "options")
     for image in args.images:  # fail on a bad file before spending time on the model
         read_image(image)
-    from . import stages
-    from .sam import Segmenter
+    from matsam.segmentation.sam import Segmenter
+    from matsam.workflow import steps
 
     segmenter = Segmenter.from_config(cfg.model)
     progress = Progress(len(args.images), quiet=args.quiet)
@@ -36,36 +36,36 @@ def run_segment(args: argparse.Namespace) -> None:
         work = out / "work"
         prepared, crops, points = work / "image.png", work / "crops.json", work / "prompts.npz"
         map_file = out / ("boundaries.png" if cfg.mode == "grain" else "phase.png")
-        stages.prepare_image(image, prepared, cfg)
-        stages.plan_crops(prepared, crops, cfg)
-        stages.make_prompts(prepared, crops, points, cfg)
-        stages.embed_and_segment([name], [prepared], [crops], [points], work / "embeddings", work / "masks", cfg,
+        steps.prepare_image(image, prepared, cfg)
+        steps.plan_crops(prepared, crops, cfg)
+        steps.make_prompts(prepared, crops, points, cfg)
+        steps.embed_and_segment([name], [prepared], [crops], [points], work / "embeddings", work / "masks", cfg,
                                  segmenter)
-        stages.merge_masks(prepared, crops, points, work / "masks", name, out / "labels.tif", map_file, cfg)
-        stages.draw_overlay(prepared, out / "labels.tif", map_file, out / "overlay.png", cfg.mode)
-        stages.quantify_objects(image, out / "labels.tif", map_file, out / "objects.csv",
+        steps.merge_masks(prepared, crops, points, work / "masks", name, out / "labels.tif", map_file, cfg)
+        steps.draw_overlay(prepared, out / "labels.tif", map_file, out / "overlay.png", cfg.mode)
+        steps.quantify_objects(image, out / "labels.tif", map_file, out / "objects.csv",
                                 out / "summary.json", cfg, name, out / "objects.coco.json")
         if args.label:
             methods = [] if args.no_baselines else default_baselines(cfg.mode)
-            stages.evaluate_image(prepared, map_file, args.label, points, out / "metrics.csv", cfg, name, methods)
+            steps.evaluate_image(prepared, map_file, args.label, points, out / "metrics.csv", cfg, name, methods)
         progress.step(f"{image}: {out} ({time.perf_counter() - start:.1f} s)")
 
 
 def default_baselines(mode: str) -> list[str]:
-    from .baselines import GRAIN_BASELINES, PHASE_BASELINES
+    from matsam.measurement.baselines import GRAIN_BASELINES, PHASE_BASELINES
 
     return list(GRAIN_BASELINES if mode == "grain" else PHASE_BASELINES)
 
 
 def run_weights(args: argparse.Namespace) -> None:
-    from .weights import fetch
+    from matsam.segmentation.weights import fetch
 
     path = fetch(Path(args.dest) if args.dest else None)
     print(f"MobileSAM weights verified: {path}")
 
 
 def run_init(args: argparse.Namespace) -> None:
-    from . import init
+    from matsam.workflow import init
 
     text = init.run(args.folder, args.output)
     if args.output:

@@ -145,7 +145,7 @@ class MergeConfig:
     # shape), "grey" splits the image by multi-level Otsu, "auto" takes the features when they
     # split the objects cleanly into n_phases - 1 classes and the grey split otherwise.
     phase_classes: Literal["auto", "features", "grey"] = "auto"
-    # ... the object features the classes are split on (names: matsam.phases.FEATURES); each split
+    # ... the object features the classes are split on (names: matsam.segmentation.phases.FEATURES); each split
     # uses the one feature that separates the objects most cleanly.
     phase_features: tuple[str, ...] = ("log_area", "elongation", "solidity", "thinness", "mean_intensity")
 

@@ -122,7 +122,8 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     return img
 
 
-def to_uint8(img: np.ndarray, scale16: str = "percentile", percentiles: tuple[float, float] = (0.5, 99.5)) -> np.ndarray:
+def to_uint8(img: np.ndarray, scale16: str = "percentile",
+             percentiles: tuple[float, float] = (0.5, 99.5)) -> np.ndarray:
     """Map any integer/float image to uint8; 8-bit input is returned unchanged."""
     if img.dtype == np.uint8:
         return img

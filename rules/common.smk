@@ -3,7 +3,7 @@
 from snakemake.utils import validate
 
 from matsam.config import ConfigError
-from matsam.workflow import SCHEMA, check_config, load_catalog, load_stacks
+from matsam.workflow.catalogue import SCHEMA, check_config, load_catalog, load_stacks
 
 try:
     # One-line messages for structural errors first; Snakemake's validation fills in defaults.
@@ -27,8 +27,8 @@ DATASETS.update({stack.dataset.name: stack.dataset for stack in STACKS.values()}
 
 if workflow.is_main_process:  # not again inside each cluster job
     from matsam.io import OutputError
-    from matsam.preflight import preflight
-    from matsam.weights import WeightsError
+    from matsam.workflow.preflight import preflight
+    from matsam.segmentation.weights import WeightsError
 
     try:
         models = [dataset.method.model for dataset in DATASETS.values()]
@@ -105,7 +105,7 @@ def checked_datasets():
 
 def passed_images(name):
     """Images of dataset `name` whose check passed (waits for collect_checks)."""
-    from matsam.input_check import passed_images as read_passed
+    from matsam.workflow.input_check import passed_images as read_passed
 
     if name in STACK_DATASETS:
         return set(DATASETS[name].images)
@@ -183,7 +183,7 @@ def decode_runtime(wildcards, input, attempt):
 def decode_points_per_batch(wildcards, attempt):
     """Prompts decoded at once, halved on each retry: a decoder job that ran out of memory
     is retried with smaller batches (and twice the memory)."""
-    from matsam.workflow_steps import retry_batch
+    from matsam.workflow.job import retry_batch
 
     batch = DATASETS[wildcards.dataset].method.sam.points_per_batch
     return retry_batch(batch, attempt)

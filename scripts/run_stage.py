@@ -4,6 +4,6 @@ Snakemake runs this with a `snakemake` object in scope; the step is chosen by th
 (see matsam/workflow_steps.py), so the rules stay declarations of files and resources.
 """
 
-from matsam.workflow_steps import run
+from matsam.workflow.job import run
 
 run(snakemake)  # noqa: F821 (injected by Snakemake)

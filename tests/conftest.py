@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from matsam.weights import default_checkpoint, is_verified
+from matsam.segmentation.weights import default_checkpoint, is_verified
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("MATSAM_SHARED_DATA", REPO.parent / "shared" / "data"))

@@ -191,7 +191,7 @@ def render_stack(look: StackLook) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         crops, origins = shifted_crops(volume, (ny, nx), look.drift, seed=look.seed + 1)
         grey = np.stack([grey[z][c] for z, c in enumerate(crops)])
         truth = np.stack([volume[z][c] for z, c in enumerate(crops)])
-        from matsam.stack3d import apply_shifts
+        from matsam.volumes.stack3d import apply_shifts
 
         truth = apply_shifts(truth, origins)
     else:
@@ -229,7 +229,7 @@ def contrasting_levels(labels3d: np.ndarray, rng: np.random.Generator, low: floa
                        min_step: float = 0.08) -> np.ndarray:
     """float32 grey level per label, touching grains (3D) at least `min_step` apart where the
     range allows (greedy: a random level among those far enough from the neighbours' levels)."""
-    from matsam.measure3d import neighbour_pairs
+    from matsam.volumes.measure3d import neighbour_pairs
 
     pairs = neighbour_pairs(labels3d)[["grain_a", "grain_b"]].to_numpy()
     level = np.full(int(labels3d.max()) + 1, np.nan, np.float32)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from matsam import astm
+from matsam.measurement import astm
 
 
 def test_field_statistics_use_student_t():

@@ -15,8 +15,9 @@ import tifffile
 from badinputs import broken_images, valid_images
 from synthetic import few_discs
 
-from matsam import cli, weights
+from matsam import cli
 from matsam import io as mio
+from matsam.segmentation import weights
 
 MATSAM = [sys.executable, "-m", "matsam.cli"]
 

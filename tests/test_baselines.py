@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from synthetic import disc_micrograph, voronoi_micrograph
 
-from matsam.baselines import (
+from matsam.measurement.baselines import (
     GRAIN_BASELINES,
     PHASE_BASELINES,
     adaptive_phase,
@@ -14,7 +14,7 @@ from matsam.baselines import (
     otsu_phase,
     watershed_boundaries,
 )
-from matsam.metrics import grain_scores, phase_scores
+from matsam.measurement.metrics import grain_scores, phase_scores
 
 # --- grain baselines ------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from skimage.segmentation import expand_labels
 from sklearn.metrics import adjusted_rand_score
 from synthetic3d import FAMILY, StackLook, perturb_labels2d, render_stack
 
-from matsam.consistency import (
+from matsam.volumes.consistency import (
     ConsistencyConfig,
     absorb_fragments,
     boundary_look,
@@ -24,8 +24,8 @@ from matsam.consistency import (
     link_consistent,
     split_on_lines,
 )
-from matsam.measure3d import ellipsoids, neighbour_counts, neighbour_pairs, size_statistics
-from matsam.stack3d import LinkConfig, link_slices
+from matsam.volumes.measure3d import ellipsoids, neighbour_counts, neighbour_pairs, size_statistics
+from matsam.volumes.stack3d import LinkConfig, link_slices
 
 LOOKS = {look.name: look for look in FAMILY}
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from matsam.crops import crop_boxes, n_crops
+from matsam.segmentation.crops import crop_boxes, n_crops
 
 
 @pytest.mark.parametrize("n_layers", [0, 1, 2])

@@ -7,11 +7,12 @@ import pytest
 import torch
 from conftest import REPO
 
-from matsam import io, prompts
+from matsam import io
 from matsam.config import PromptConfig
-from matsam.crops import Crop
-from matsam.decoder import FastMaskDecoder
-from matsam.sam import Segmenter, build_model, input_size
+from matsam.segmentation import prompts
+from matsam.segmentation.crops import Crop
+from matsam.segmentation.decoder import FastMaskDecoder
+from matsam.segmentation.sam import Segmenter, build_model, input_size
 
 SAMPLE = REPO / "data" / "samples" / "phase" / "images" / "spot6_0d_2.tif"
 

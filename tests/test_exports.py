@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from matsam import coco, io, metrics, reference
-from matsam.merge import boundary_map
+from matsam import io
+from matsam.measurement import coco, metrics, reference
+from matsam.segmentation.merge import boundary_map
 
 
 def random_labels(seed: int, shape=(37, 53), n=12) -> np.ndarray:

@@ -13,8 +13,8 @@ import yaml
 from conftest import REPO
 from synthetic import voronoi_micrograph, write_disc_dataset
 
-from matsam import init
-from matsam.workflow import check_config, load_catalog
+from matsam.workflow import init
+from matsam.workflow.catalogue import check_config, load_catalog
 
 MATSAM = [sys.executable, "-m", "matsam.cli"]
 

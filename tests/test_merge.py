@@ -3,11 +3,12 @@ import numpy as np
 import pytest
 from synthetic import few_discs, three_phase_micrograph, voronoi_micrograph
 
-from matsam import io, stages
+from matsam import io
 from matsam.config import ConfigError, MergeConfig, method_config
-from matsam.crops import Crop
-from matsam.masks import CropMasks
-from matsam.merge import (
+from matsam.measurement.metrics import adjusted_rand_index, regions_from_boundaries
+from matsam.segmentation.crops import Crop
+from matsam.segmentation.masks import CropMasks
+from matsam.segmentation.merge import (
     Candidate,
     boundary_map,
     cross_crop_nms,
@@ -20,8 +21,8 @@ from matsam.merge import (
     paint,
     touches_inner_edge,
 )
-from matsam.metrics import adjusted_rand_index, regions_from_boundaries
-from matsam.prompts import blurred
+from matsam.segmentation.prompts import blurred
+from matsam.workflow import steps
 
 
 def square(x0, y0, size, crop_area=100 * 100, score=0.9):
@@ -278,11 +279,11 @@ def test_two_phase_multiphase_equals_merge_phase():
 
 
 def write_merge_inputs(tmp_path, gray, cands):
-    """The files stages.merge_masks reads: image, one crop, prompts (binary threshold) and masks."""
+    """The files steps.merge_masks reads: image, one crop, prompts (binary threshold) and masks."""
     height, width = gray.shape
     io.write_png(tmp_path / "image.png", np.repeat(gray[..., None], 3, axis=2))
     cfg = method_config("phase")
-    stages.plan_crops(tmp_path / "image.png", tmp_path / "crops.json", cfg)
+    steps.plan_crops(tmp_path / "image.png", tmp_path / "crops.json", cfg)
     io.write_npz(tmp_path / "prompts.npz", threshold=np.float64(84.0), foreground=np.str_("dark"))
     full = []
     for c in cands:
@@ -298,7 +299,7 @@ def write_merge_inputs(tmp_path, gray, cands):
         np.array([[x.min(), y.min(), x.max() + 1, y.max() + 1] for x, y in zip(xs, ys)], np.int32),
         np.array([m.sum() for m in full], np.int64), np.arange(len(full)),
     )
-    io.write_npz(stages.mask_file(tmp_path / "masks", "img", 0), **masks.to_arrays())
+    io.write_npz(steps.mask_file(tmp_path / "masks", "img", 0), **masks.to_arrays())
 
 
 @pytest.mark.parametrize("n_phases", [2, 3])
@@ -306,7 +307,7 @@ def test_merge_masks_dispatches_on_n_phases(tmp_path, n_phases):
     gray, truth, _, _, cands, _ = three_phase_case()
     write_merge_inputs(tmp_path, gray, cands)
     cfg = method_config("phase", {"merge": {"n_phases": n_phases}})
-    stages.merge_masks(tmp_path / "image.png", tmp_path / "crops.json", tmp_path / "prompts.npz",
+    steps.merge_masks(tmp_path / "image.png", tmp_path / "crops.json", tmp_path / "prompts.npz",
                        tmp_path / "masks", "img", tmp_path / "labels.tif", tmp_path / "phase.png", cfg)
     phase = io.read_image(tmp_path / "phase.png")
     if n_phases == 2:  # the binary split at the prompts' threshold: dark discs only, 0/1

@@ -5,7 +5,7 @@ import pytest
 from skimage.metrics import variation_of_information as sk_vi
 from sklearn.metrics import adjusted_rand_score
 
-from matsam.metrics import (
+from matsam.measurement.metrics import (
     adjusted_rand_index,
     grain_scores,
     match_classes,
@@ -245,7 +245,7 @@ def test_multiclass_miou_matches_notebook_and_ignores_255():
 
 
 def test_line_width_and_redrawing_compare_positions_not_thickness():
-    from matsam.metrics import line_width, redraw_lines
+    from matsam.measurement.metrics import line_width, redraw_lines
 
     truth = np.zeros((40, 40), bool)
     truth[:, 19:22] = True  # a 3-px line splitting two grains
@@ -339,7 +339,7 @@ def test_multiclass_scores_leave_ignored_pixels_out():
 
 
 def test_stage_score_is_binary_unless_a_class_id_exceeds_one():
-    from matsam.stages import score
+    from matsam.workflow.steps import score
 
     rng = np.random.default_rng(2)
     true = (rng.random((20, 20)) < 0.4).astype(np.uint8)
@@ -359,7 +359,7 @@ def test_stage_score_is_binary_unless_a_class_id_exceeds_one():
 def test_metric_tables_append_class_columns(tmp_path):
     import pandas as pd
 
-    from matsam.stages import METRIC_COLUMNS, aggregate_all, aggregate_dataset
+    from matsam.workflow.steps import METRIC_COLUMNS, aggregate_all, aggregate_dataset
 
     binary = pd.DataFrame({"image": ["a", "b"], "method": ["matsam", "otsu"], "iou": [0.5, 0.7],
                            "miou": [0.6, 0.8], "f1": [0.1, 0.2], "recall": [0.3, 0.4]})

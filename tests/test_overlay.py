@@ -1,6 +1,6 @@
 import numpy as np
 
-from matsam.overlay import CLASS_COLORS, overlay
+from matsam.measurement.overlay import CLASS_COLORS, overlay
 
 
 def test_overlay_tints_objects_by_phase_class():

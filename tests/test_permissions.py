@@ -13,7 +13,7 @@ import pytest
 import tifffile
 
 from matsam import io as mio
-from matsam.stackio import export_slices, write_labels_h5
+from matsam.volumes.stackio import export_slices, write_labels_h5
 
 
 @pytest.fixture(params=[0o002, 0o022, 0o077])

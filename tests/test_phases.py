@@ -11,10 +11,11 @@ import pandas as pd
 import pytest
 from synthetic import coating_micrograph, size_phase_micrograph, three_phase_micrograph
 
-from matsam import metrics, phases
 from matsam.config import ConfigError, MergeConfig, method_config
-from matsam.merge import Candidate
-from matsam.prompts import blurred
+from matsam.measurement import metrics
+from matsam.segmentation import phases
+from matsam.segmentation.merge import Candidate
+from matsam.segmentation.prompts import blurred
 
 
 def objects_of(classes: np.ndarray) -> np.ndarray:
@@ -175,7 +176,7 @@ def test_phase_stack_keeps_the_classes(tmp_path):
     from test_stack_workflow import outputs_in
 
     from matsam import io
-    from matsam.stack_stages import link_stack
+    from matsam.workflow.stack_steps import link_stack
 
     classes = np.zeros((4, 64, 64), np.uint8)
     classes[:, 10:40, 10:40] = 1  # a large particle through every slice
@@ -208,7 +209,8 @@ def test_binary_results_ignore_the_class_settings(tmp_path):
     """n_phases 2: phase.png stays the 0/1 mask of the binary merge, whatever the class settings."""
     from test_merge import three_phase_case, write_merge_inputs
 
-    from matsam import io, stages
+    from matsam import io
+    from matsam.workflow import steps
 
     gray, truth, _, _, cands, _ = three_phase_case()
     write_merge_inputs(tmp_path, gray, cands)
@@ -216,7 +218,7 @@ def test_binary_results_ignore_the_class_settings(tmp_path):
     for merge in ({}, {"phase_classes": "features", "phase_features": ["thinness"]}, {"phase_classes": "grey"}):
         cfg = method_config("phase", {"merge": merge})
         out = tmp_path / str(len(outputs))
-        stages.merge_masks(tmp_path / "image.png", tmp_path / "crops.json", tmp_path / "prompts.npz",
+        steps.merge_masks(tmp_path / "image.png", tmp_path / "crops.json", tmp_path / "prompts.npz",
                            tmp_path / "masks", "img", out / "labels.tif", out / "phase.png", cfg)
         outputs.append(((out / "labels.tif").read_bytes(), (out / "phase.png").read_bytes()))
     assert outputs[0] == outputs[1] == outputs[2]

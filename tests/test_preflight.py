@@ -14,10 +14,10 @@ import pytest
 import yaml
 from conftest import REPO
 
-from matsam import preflight
 from matsam.config import ConfigError, ModelConfig
 from matsam.io import OutputError
-from matsam.weights import SIZE, WeightsError
+from matsam.segmentation.weights import SIZE, WeightsError
+from matsam.workflow import preflight
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
 

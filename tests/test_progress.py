@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from matsam.progress import Progress, format_seconds
+from matsam.workflow.progress import Progress, format_seconds
 
 
 def test_progress_counts_and_estimates_the_time_left():

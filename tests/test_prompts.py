@@ -3,8 +3,8 @@ import pytest
 from synthetic import disc_micrograph, voronoi_micrograph
 
 from matsam.config import PromptConfig
-from matsam.crops import Crop
-from matsam.prompts import adaptive_grid, crop_prompts, inner_points, phase_foreground, presegment
+from matsam.segmentation.crops import Crop
+from matsam.segmentation.prompts import adaptive_grid, crop_prompts, inner_points, phase_foreground, presegment
 
 
 def test_inner_point_lies_inside_a_concave_region():
@@ -45,7 +45,7 @@ def test_grain_seeds_fall_inside_grains_one_per_grain():
     prompts = crop_prompts(pre, Crop(0, 0, 0, 0, 256, 256), cfg)
     seeds = prompts["points"][: int(prompts["n_seed"])].astype(int)
     assert not boundary[seeds[:, 1], seeds[:, 0]].any()
-    from matsam.metrics import regions_from_boundaries
+    from matsam.measurement.metrics import regions_from_boundaries
 
     grains = regions_from_boundaries(boundary)
     hit = set(grains[seeds[:, 1], seeds[:, 0]].tolist())

@@ -7,14 +7,7 @@ import pytest
 from skimage.measure import regionprops_table
 from skimage.segmentation import expand_labels
 
-from matsam.quantify import (
-    PX_COLUMNS,
-    UM_COLUMNS,
-    astm_heyn,
-    astm_planimetric,
-    image_summary,
-    object_table,
-)
+from matsam.measurement.quantify import PX_COLUMNS, UM_COLUMNS, astm_heyn, astm_planimetric, image_summary, object_table
 
 
 def two_rectangles() -> np.ndarray:

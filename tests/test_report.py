@@ -18,7 +18,8 @@ from conftest import REPO
 from report_browser import chromium, inspect_report
 from synthetic import voronoi_micrograph, write_disc_dataset
 
-from matsam import coco, io
+from matsam import io
+from matsam.measurement import coco
 
 pytestmark = pytest.mark.slow
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]

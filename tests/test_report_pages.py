@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import pandas as pd
 
-from matsam import report
+from matsam.measurement import report
 
 
 def test_dataset_pages_show_statistics_flags_and_metrics(tmp_path):
@@ -48,6 +48,6 @@ def test_run_page_lists_versions_and_weights_hash(tmp_path, mobile_sam_weights):
     config = {"results": "r", "datasets": {"x": {"mode": "grain"}}}
     report.run_report(config, [("mobile_sam", "")], tmp_path / "run.html")
     page = (tmp_path / "run.html").read_text()
-    from matsam.weights import SHA256
+    from matsam.segmentation.weights import SHA256
 
     assert SHA256 in page and "torch" in page and "datasets:" in page

@@ -58,7 +58,7 @@ def test_a_retried_decoder_job_uses_smaller_prompt_batches():
     from types import SimpleNamespace
 
     from matsam.config import MethodConfig, as_dict
-    from matsam.workflow_steps import _decode_cfg, retry_batch
+    from matsam.workflow.job import _decode_cfg, retry_batch
 
     assert [retry_batch(16, attempt) for attempt in (1, 2, 3, 5, 9)] == [16, 8, 4, 1, 1]
     full = as_dict(MethodConfig(mode="phase"))

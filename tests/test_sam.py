@@ -8,8 +8,8 @@ import torch
 from synthetic import few_discs
 
 from matsam.config import ModelConfig, SamConfig
-from matsam.sam import Segmenter, build_model, mask_boxes
-from matsam.weights import WeightsError
+from matsam.segmentation.sam import Segmenter, build_model, mask_boxes
+from matsam.segmentation.weights import WeightsError
 
 pytestmark = pytest.mark.slow
 
@@ -69,7 +69,7 @@ def test_vit_b_architecture_builds_without_weights():
 
 
 def test_a_missing_checkpoint_for_vit_h_is_a_clear_error():
-    from matsam.sam import checkpoint_for
+    from matsam.segmentation.sam import checkpoint_for
 
     with pytest.raises(ValueError, match="needs model.checkpoint"):
         checkpoint_for(ModelConfig(name="vit_h"))
@@ -94,7 +94,7 @@ def test_smallest_choice_keeps_the_inner_object_of_nested_ones(segmenter):
 
 
 def test_the_decoder_job_model_holds_the_checkpoint_s_decoder(segmenter, mobile_sam_weights):
-    from matsam.sam import build_decoder_model
+    from matsam.segmentation.sam import build_decoder_model
 
     decoder = build_decoder_model(mobile_sam_weights).state_dict()
     full = {k: v for k, v in segmenter.net.state_dict().items() if k.startswith(("prompt_encoder.", "mask_decoder."))}
@@ -106,7 +106,7 @@ def test_the_decoder_job_does_not_import_the_image_encoder_s_timm():
     import subprocess
     import sys
 
-    code = ("import sys; from matsam.config import ModelConfig; from matsam.sam import Decoder; "
+    code = ("import sys; from matsam.config import ModelConfig; from matsam.segmentation.sam import Decoder; "
             "Decoder.from_config(ModelConfig(device='cpu')); print(sorted({m.split('.')[0] for m in sys.modules} "
             "& {'timm', 'mobile_sam'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
@@ -116,19 +116,20 @@ def test_the_decoder_job_does_not_import_the_image_encoder_s_timm():
 
 def test_stored_embeddings_give_the_in_process_masks(segmenter, tmp_path):
     """The two SAM rules (encoder writes .npy, decoder reads it) give what one process gives."""
-    from matsam import io, stages
+    from matsam import io
     from matsam.config import method_config
+    from matsam.workflow import steps
 
     image, _ = few_discs(seed=2)
     io.write_png(tmp_path / "w" / "image.png", image)
     cfg = method_config("phase", {"prompts": {"grid_min": 4, "grid_max": 4}})
     work = tmp_path / "w"
-    stages.plan_crops(work / "image.png", work / "crops.json", cfg)
-    stages.make_prompts(work / "image.png", work / "crops.json", work / "prompts.npz", cfg)
-    stages.embed_images(["w"], [work / "image.png"], [work / "crops.json"], tmp_path / "emb", cfg, segmenter.encoder)
-    stages.segment_images(["w"], [work / "crops.json"], [work / "prompts.npz"], tmp_path / "emb", tmp_path / "masks",
+    steps.plan_crops(work / "image.png", work / "crops.json", cfg)
+    steps.make_prompts(work / "image.png", work / "crops.json", work / "prompts.npz", cfg)
+    steps.embed_images(["w"], [work / "image.png"], [work / "crops.json"], tmp_path / "emb", cfg, segmenter.encoder)
+    steps.segment_images(["w"], [work / "crops.json"], [work / "prompts.npz"], tmp_path / "emb", tmp_path / "masks",
                           cfg, segmenter.decoder)
-    stored = io.read_npz(stages.mask_file(tmp_path / "masks", "w", 0))
+    stored = io.read_npz(steps.mask_file(tmp_path / "masks", "w", 0))
     points = io.read_npz(work / "prompts.npz")
     rgb = io.stretch_contrast(io.read_image(work / "image.png"))
     direct = segmenter.segment(rgb, points["points_0"], cfg.sam, points["n_seed_0"]).to_arrays()

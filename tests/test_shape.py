@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from skimage.measure import regionprops
 
-from matsam.quantify import object_table
-from matsam.shape import neighbour_counts, shape_table
+from matsam.measurement.quantify import object_table
+from matsam.measurement.shape import neighbour_counts, shape_table
 
 
 def table(labels):

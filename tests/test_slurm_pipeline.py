@@ -184,8 +184,8 @@ def test_every_remote_job_ran_through_sbatch(runs):
     log = runs["first"]
     jobs = scheduled_jobs(log)
     remote = {(rule, wc) for rule, wc, local in jobs if rule not in LOCAL_RULES}
-    per_image = {"check_input", "prepare_image", "plan_crops", "make_prompts", "embed_crops", "segment_crops", "merge_phase_masks",
-                 "draw_overlay", "quantify_objects", "evaluate_image"}
+    per_image = {"check_input", "prepare_image", "plan_crops", "make_prompts", "embed_crops", "segment_crops",
+                 "merge_phase_masks", "draw_overlay", "quantify_objects", "evaluate_image"}
     assert {rule for rule, _ in remote} == per_image and len(remote) == len(per_image) * len(IMAGES), remote
     assert not [(r, wc) for r, wc, local in jobs if local and r not in LOCAL_RULES], "remote rules run locally"
     submitted = submissions(log)

@@ -12,7 +12,7 @@ import tifffile
 from sklearn.metrics import adjusted_rand_score
 from synthetic3d import grey_stack, perturb_labels2d, shifted_crops, voronoi_volume
 
-from matsam.stack3d import (
+from matsam.volumes.stack3d import (
     LinkConfig,
     apply_shifts,
     estimate_shifts,
@@ -21,7 +21,7 @@ from matsam.stack3d import (
     orthogonal_views,
     stack_summary,
 )
-from matsam.stackio import export_slices, read_stack, write_labels_h5
+from matsam.volumes.stackio import export_slices, read_stack, write_labels_h5
 
 
 def ari_3d(true: np.ndarray, pred: np.ndarray) -> float:

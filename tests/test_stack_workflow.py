@@ -26,11 +26,12 @@ from skimage.segmentation import find_boundaries
 from sklearn.metrics import adjusted_rand_score
 from synthetic3d import grey_stack, perturb_labels2d, shifted_crops, voronoi_volume
 
-from matsam import io, stackio
+from matsam import io
 from matsam.config import ConfigError
-from matsam.stack3d import apply_shifts
-from matsam.stack_stages import SUMMARY_COLUMNS, link_stack
-from matsam.workflow import export_stack, load_catalog, load_stacks
+from matsam.volumes import stackio
+from matsam.volumes.stack3d import apply_shifts
+from matsam.workflow.catalogue import export_stack, load_catalog, load_stacks
+from matsam.workflow.stack_steps import SUMMARY_COLUMNS, link_stack
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
 FAST = {"prompts": {"grid_min": 4, "grid_max": 6, "edge_density": 1.0}}

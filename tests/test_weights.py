@@ -3,7 +3,7 @@ import tarfile
 
 import pytest
 
-from matsam import weights
+from matsam.segmentation import weights
 
 
 def fake_sdist(path, payload: bytes):

@@ -27,7 +27,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import find_boundaries, watershed
 
-from .stack3d import LinkConfig, LinkStats, apply_shifts, estimate_shifts, link_slices
+from matsam.volumes.stack3d import LinkConfig, LinkStats, apply_shifts, estimate_shifts, link_slices
 
 LINE_CUT_LEVEL = 0.3  # lower than `Evidence.is_line`: a split needs a line cutting a region through
 

@@ -8,9 +8,9 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from .config import ConfigError, ModelConfig
-from .io import OutputError, make_temp_file
-from .weights import WeightsError, default_checkpoint, is_verified, verify
+from matsam.config import ConfigError, ModelConfig
+from matsam.io import OutputError, make_temp_file
+from matsam.segmentation.weights import WeightsError, default_checkpoint, is_verified, verify
 
 
 def check_model(cfg: ModelConfig) -> None:

@@ -3,8 +3,8 @@
 Every function takes an 8-bit RGB micrograph (H, W, 3) uint8 and works on its luminance (the
 watershed gradient also uses the colour channels). Grain
 baselines return a bool boundary map (H, W), True on boundaries, to be scored with
-:func:`matsam.metrics.grain_scores`; phase baselines return a uint8 0/1 mask (1 = phase of
-interest), to be scored with :func:`matsam.metrics.phase_scores`. Parameters are fixed, image-size
+:func:`matsam.measurement.metrics.grain_scores`; phase baselines return a uint8 0/1 mask (1 = phase of
+interest), to be scored with :func:`matsam.measurement.metrics.phase_scores`. Parameters are fixed, image-size
 relative rules, as a baseline must not be tuned per image.
 """
 

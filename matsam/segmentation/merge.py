@@ -16,12 +16,12 @@ from skimage.filters import threshold_multiotsu
 from skimage.measure import label as connected_label
 from skimage.segmentation import relabel_sequential, watershed
 
-from .baselines import watershed_boundaries
-from .config import MergeConfig
-from .crops import Crop
-from .masks import CropMasks
-from .nms import nms
-from .prompts import to_gray8
+from matsam.config import MergeConfig
+from matsam.measurement.baselines import watershed_boundaries
+from matsam.segmentation.crops import Crop
+from matsam.segmentation.masks import CropMasks
+from matsam.segmentation.nms import nms
+from matsam.segmentation.prompts import to_gray8
 
 
 @dataclass

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import stats
 
-from .quantify import astm_heyn, astm_planimetric
+from matsam.measurement.quantify import astm_heyn, astm_planimetric
 
 MAX_RA_PCT = 10.0  # E112 §15.5: measure more fields above this relative accuracy
 MIN_FIELDS = 5  # E112 §15: at least five fields

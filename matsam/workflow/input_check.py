@@ -15,7 +15,8 @@ from typing import Sequence
 
 import pandas as pd
 
-from . import io, reference
+from matsam import io
+from matsam.measurement import reference
 
 FAILED_COLUMNS = ["dataset", "image", "file", "step", "error"]
 

@@ -1,7 +1,7 @@
 """Rule name -> matsam step, for `scripts/run_stage.py`.
 
 Each entry maps the rule's named inputs, outputs and params onto one function of
-`matsam.stages`. Errors are written as one line naming the file to the rule's log (and stderr),
+`matsam.workflow.steps`. Errors are written as one line naming the file to the rule's log (and stderr),
 and the job fails; outputs are only ever written atomically, so nothing half-done is left.
 """
 
@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from . import input_check, stages
-from .workflow import method_from_params
+from matsam.workflow import input_check, steps
+from matsam.workflow.catalogue import method_from_params
 
 log = logging.getLogger("matsam")
 
@@ -45,42 +45,42 @@ def _names(files: Any) -> list[str]:
 
 
 def _merge(smk: Any) -> None:
-    stages.merge_masks(smk.input.image, smk.input.crops, smk.input.prompts, smk.input.masks,
+    steps.merge_masks(smk.input.image, smk.input.crops, smk.input.prompts, smk.input.masks,
                        smk.wildcards.image, smk.output.labels, smk.output.map, _cfg(smk))
 
 
 STEPS: dict[str, Callable[[Any], None]] = {
-    "prepare_image": lambda s: stages.prepare_image(s.input.image, s.output.image, _cfg(s)),
-    "plan_crops": lambda s: stages.plan_crops(s.input.image, s.output.crops, _cfg(s)),
-    "make_prompts": lambda s: stages.make_prompts(s.input.image, s.input.crops, s.output.prompts, _cfg(s)),
-    "embed_crops": lambda s: stages.embed_images(
+    "prepare_image": lambda s: steps.prepare_image(s.input.image, s.output.image, _cfg(s)),
+    "plan_crops": lambda s: steps.plan_crops(s.input.image, s.output.crops, _cfg(s)),
+    "make_prompts": lambda s: steps.make_prompts(s.input.image, s.input.crops, s.output.prompts, _cfg(s)),
+    "embed_crops": lambda s: steps.embed_images(
         _names(s.input.images), s.input.images, s.input.crops, s.output.embeddings, _cfg(s)
     ),
-    "segment_crops": lambda s: stages.segment_images(
+    "segment_crops": lambda s: steps.segment_images(
         _names(s.input.crops), s.input.crops, s.input.prompts, s.input.embeddings, s.output.masks, _decode_cfg(s)
     ),
     "merge_grain_masks": _merge,
     "merge_phase_masks": _merge,
-    "draw_overlay": lambda s: stages.draw_overlay(
+    "draw_overlay": lambda s: steps.draw_overlay(
         s.input.image, s.input.labels, s.input.map, s.output.overlay, s.params.cfg["mode"]
     ),
-    "quantify_objects": lambda s: stages.quantify_objects(
+    "quantify_objects": lambda s: steps.quantify_objects(
         s.input.raw, s.input.labels, s.input.map, s.output.objects, s.output.summary, _cfg(s), s.wildcards.image,
         s.output.coco,
     ),
-    "evaluate_image": lambda s: stages.evaluate_image(
+    "evaluate_image": lambda s: steps.evaluate_image(
         s.input.image, s.input.map, s.input.label, s.input.prompts, s.output.metrics, _cfg(s),
         s.wildcards.image, s.params.baselines,
     ),
-    "aggregate_dataset": lambda s: stages.aggregate_dataset(
+    "aggregate_dataset": lambda s: steps.aggregate_dataset(
         s.input.metrics, s.input.summaries, s.output.metrics, s.output.summary
     ),
-    "aggregate_all": lambda s: stages.aggregate_all(s.params.datasets, s.input.metrics, s.output.summary),
-    "dataset_report": lambda s: __import__("matsam.report").report.dataset_report(
+    "aggregate_all": lambda s: steps.aggregate_all(s.params.datasets, s.input.metrics, s.output.summary),
+    "dataset_report": lambda s: __import__("matsam.measurement.report").report.dataset_report(
         s.wildcards.dataset, s.params.cfg["mode"], s.input.summary, s.input.metrics, s.input.objects,
         s.output.astm, s.output.sizes, s.output.fields, s.output.tables,
     ),
-    "run_report": lambda s: __import__("matsam.report").report.run_report(
+    "run_report": lambda s: __import__("matsam.measurement.report").report.run_report(
         s.params.config, s.params.checkpoints, s.output.run
     ),
     "check_input": lambda s: input_check.check_input(
@@ -88,7 +88,7 @@ STEPS: dict[str, Callable[[Any], None]] = {
     ),
     "collect_checks": lambda s: input_check.collect_checks(s.input.checks, s.output.checks),
     "failed_table": lambda s: input_check.write_failed_table(s.input.checks, s.output.failed),
-    "link_stack": lambda s: __import__("matsam.stack_stages").stack_stages.link_stack_rule(s),
+    "link_stack": lambda s: __import__("matsam.workflow.stack_steps").stack_stages.link_stack_rule(s),
 }
 
 

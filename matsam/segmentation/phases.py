@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 from skimage.measure import regionprops
 
-from .config import MergeConfig
-from .merge import Candidate, boundary_map, merge_multiphase
+from matsam.config import MergeConfig
+from matsam.segmentation.merge import Candidate, boundary_map, merge_multiphase
 
 # Two modes closer than this (Ashman's D) are one class seen twice, not two classes: a mixture
 # is bimodal from D = 2, and two Gaussians fitted to a hundred values of one normal population

@@ -21,8 +21,8 @@ import tifffile
 import yaml
 from scipy import ndimage
 
-from . import io
-from .workflow import NAME, find_label
+from matsam import io
+from matsam.workflow.catalogue import NAME, find_label
 
 COLOUR_MIN = 12.0  # mean channel spread (grey levels) of a colour micrograph
 THIN_LINE_PX = 2.5  # median half-width of a boundary network, px

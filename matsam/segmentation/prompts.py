@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 from scipy import ndimage as ndi
 
-from .config import PromptConfig
-from .crops import Crop
+from matsam.config import PromptConfig
+from matsam.segmentation.crops import Crop
 
 
 @dataclass(frozen=True)

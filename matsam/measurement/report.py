@@ -16,7 +16,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from . import __version__, astm, io
+from matsam import __version__, io
+from matsam.measurement import astm
 
 PathLike = str | Path
 _STYLE = ("<style>body{font-family:sans-serif;font-size:13px;margin:12px}table{border-collapse:collapse;"
@@ -151,7 +152,7 @@ def versions(checkpoints: Sequence[tuple[str, str | None]]) -> dict[str, str]:
     """Versions of everything that shaped the numbers, with each SAM checkpoint's sha256."""
     from importlib import metadata
 
-    from . import weights
+    from matsam.segmentation import weights
 
     out = {"matsam": __version__, "python": platform.python_version()}
     for package in ("torch", "torchvision", "snakemake", "numpy", "opencv-python-headless", "scikit-image",

@@ -16,15 +16,17 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from . import astm, baselines, coco, io, metrics, phases, prompts, quantify, reference, shape
-from .config import MethodConfig
-from .crops import Crop, crop_boxes
-from .masks import CropMasks
-from .merge import candidates, cross_crop_nms, merge_grains, merge_phase
-from .overlay import overlay
+from matsam import io
+from matsam.config import MethodConfig
+from matsam.measurement import astm, baselines, coco, metrics, quantify, reference, shape
+from matsam.measurement.overlay import overlay
+from matsam.segmentation import phases, prompts
+from matsam.segmentation.crops import Crop, crop_boxes
+from matsam.segmentation.masks import CropMasks
+from matsam.segmentation.merge import candidates, cross_crop_nms, merge_grains, merge_phase
 
 if TYPE_CHECKING:
-    from .sam import Decoder, Encoder, Segmenter
+    from matsam.segmentation.sam import Decoder, Encoder, Segmenter
 
 log = logging.getLogger("matsam")
 
@@ -84,7 +86,7 @@ def sam_windows(image: PathLike, crops_file: PathLike, cfg: MethodConfig) -> Ite
 def embed_images(names: Sequence[str], images: Sequence[PathLike], crops_files: Sequence[PathLike],
                  embeddings_dir: PathLike, cfg: MethodConfig, encoder: "Encoder | None" = None) -> None:
     """One SAM encoder job: load the model once and write every crop's image embedding."""
-    from .sam import Encoder
+    from matsam.segmentation.sam import Encoder
 
     encoder = encoder or Encoder.from_config(cfg.model)
     for name, image, crops_file in zip(names, images, crops_files, strict=True):
@@ -101,7 +103,7 @@ def segment_images(names: Sequence[str], crops_files: Sequence[PathLike], prompt
                    decoder: "Decoder | None" = None) -> None:
     """One SAM decoder job: decode every crop's prompts from its stored embedding and write the
     crop's masks (bit-packed, with scores and boxes) to its own file (`mask_file`)."""
-    from .sam import Decoder
+    from matsam.segmentation.sam import Decoder
 
     decoder = decoder or Decoder.from_config(cfg.model)
     for name, crops_file, prompts_file in zip(names, crops_files, prompts_files, strict=True):

@@ -21,11 +21,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import ConfigError, ModelConfig, SamConfig
-from .decoder import FastMaskDecoder
-from .masks import CropMasks
-from .nms import nms
-from .weights import WeightsError, default_checkpoint, is_verified, verify
+from matsam.config import ConfigError, ModelConfig, SamConfig
+from matsam.segmentation.decoder import FastMaskDecoder
+from matsam.segmentation.masks import CropMasks
+from matsam.segmentation.nms import nms
+from matsam.segmentation.weights import WeightsError, default_checkpoint, is_verified, verify
 
 LOW_RES = 256  # SAM's mask decoder output size
 IMAGE_SIZE = 1024  # SAM's input side, for every model family

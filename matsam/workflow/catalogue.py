@@ -12,11 +12,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping
 
-from .config import ConfigError, MethodConfig, as_dict, merge_sections, method_config
-from .crops import n_crops
-from .io import IMAGE_SUFFIXES, list_images
+from matsam.config import ConfigError, MethodConfig, as_dict, merge_sections, method_config
+from matsam.io import IMAGE_SUFFIXES, list_images
+from matsam.segmentation.crops import n_crops
 
-SCHEMA = Path(__file__).parent / "schemas" / "config.schema.yaml"
+SCHEMA = Path(__file__).parents[1] / "schemas" / "config.schema.yaml"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 MAP_NAME = {"grain": "boundaries", "phase": "phase"}
 
@@ -209,8 +209,8 @@ def export_stack(name: str, spec: str, out_dir: str | Path) -> list[Path]:
 
     import tifffile
 
-    from . import stackio
-    from .io import atomic_path
+    from matsam.io import atomic_path
+    from matsam.volumes import stackio
 
     where = f"stacks.{name}.path"
     out = Path(out_dir)

@@ -12,8 +12,8 @@ import os
 
 import numpy as np
 
-from . import io
-from .merge import boundary_map
+from matsam import io
+from matsam.segmentation.merge import boundary_map
 
 MAX_PHASE_CLASSES = 16  # an 8-bit phase label with more values than this holds object ids
 

@@ -24,11 +24,11 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from . import io
-from .consistency import ConsistencyConfig, boundary_look, link_consistent
-from .measure3d import ellipsoids, neighbour_counts, neighbour_pairs, size_statistics
-from .quantify import object_classes
-from .stack3d import (
+from matsam import io
+from matsam.measurement.quantify import object_classes
+from matsam.volumes.consistency import ConsistencyConfig, boundary_look, link_consistent
+from matsam.volumes.measure3d import ellipsoids, neighbour_counts, neighbour_pairs, size_statistics
+from matsam.volumes.stack3d import (
     LinkConfig,
     apply_shifts,
     estimate_shifts,
@@ -163,7 +163,7 @@ def link_stack(label_files: Sequence[PathLike], map_files: Sequence[PathLike],
     if align:
         grey = apply_shifts(grey, shifts)
 
-    from .stackio import write_labels_h5
+    from matsam.volumes.stackio import write_labels_h5
 
     write_labels_h5(outputs["labels3d"], labels3d, voxel, classes)
     table, pairs = grain_measurements(labels3d, voxel)
@@ -207,6 +207,6 @@ def link_stack(label_files: Sequence[PathLike], map_files: Sequence[PathLike],
 
 
 def link_stack_rule(smk: Any) -> None:
-    """`link_stack` rule -> link_stack (called from matsam.workflow_steps.STEPS)."""
+    """`link_stack` rule -> link_stack (called from matsam.workflow.job.STEPS)."""
     link_stack(smk.input.labels, smk.input.maps, smk.input.grey, dict(smk.output.items()),
                smk.params.settings)

