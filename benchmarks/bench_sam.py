@@ -67,10 +67,11 @@ def popen_rss(cmd: list[str], threads: int) -> tuple[float, float, str]:
 
 def score_candidates(mode: str, rgb: np.ndarray, masks: list[dict], label_file: Path) -> float:
     """AMG masks through matsam's merge and scoring, as if they were matsam's own."""
+    from matsam import imaging
     from matsam.config import method_config
     from matsam.io import read_label
+    from matsam.measurement import metrics
     from matsam.segmentation import merge, prompts
-    from matsam.workflow import steps
 
     cfg = method_config(mode)
     h, w = rgb.shape[:2]
@@ -84,9 +85,10 @@ def score_candidates(mode: str, rgb: np.ndarray, masks: list[dict], label_file: 
         _, predicted = merge.merge_grains(cands, rgb, cfg.merge)
     else:
         pre = prompts.presegment(rgb, mode, cfg.prompts)
-        side, depth = steps.phase_side(prompts.to_gray8(rgb), pre.threshold, pre.foreground, cfg)
+        smooth = imaging.blurred(imaging.grey8(rgb), cfg.prompts.blur)
+        side, depth = merge.phase_side(smooth, pre.threshold, pre.foreground)
         _, predicted = merge.merge_phase(cands, side, cfg.merge, depth)
-    scores = steps.score(mode, predicted, read_label(label_file, (h, w)))
+    scores = metrics.score(mode, predicted, read_label(label_file, (h, w)))
     return scores["ari" if mode == "grain" else "miou"]
 
 

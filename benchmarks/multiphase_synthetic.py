@@ -29,7 +29,7 @@ from synthetic import coating_micrograph, size_phase_micrograph  # noqa: E402
 
 from matsam import io  # noqa: E402
 from matsam.config import method_config  # noqa: E402
-from matsam.measurement import baselines  # noqa: E402
+from matsam.measurement import baselines, metrics  # noqa: E402
 from matsam.segmentation.sam import Segmenter  # noqa: E402
 from matsam.workflow import steps  # noqa: E402
 
@@ -43,20 +43,21 @@ def run_image(work: Path, image: np.ndarray, truth: np.ndarray, segmenter: Segme
     io.write_png(work / "raw.png", image)
     cfg = method_config("phase", {"merge": {"n_phases": 3}})
     prepared, crops, points = work / "image.png", work / "crops.json", work / "prompts.npz"
-    steps.prepare_image(work / "raw.png", prepared, cfg)
-    steps.plan_crops(prepared, crops, cfg)
-    steps.make_prompts(prepared, crops, points, cfg)
+    steps.prepare_image(work / "raw.png", prepared, cfg.read)
+    steps.plan_crops(prepared, crops, cfg.crops)
+    steps.make_prompts(prepared, crops, points, cfg.mode, cfg.prompts)
     steps.embed_and_segment(["img"], [prepared], [crops], [points], work / "embeddings", work / "masks", cfg,
                              segmenter)
     rows = []
     for method, classes in (("matsam features", "auto"), ("matsam grey split", "grey")):
         cfg = method_config("phase", {"merge": {"n_phases": 3, "phase_classes": classes}})
-        steps.merge_masks(prepared, crops, points, work / "masks", "img", work / "labels.tif", work / "phase.png", cfg)
-        rows.append({"method": method, **steps.score("phase", io.read_image(work / "phase.png"), truth)})
+        steps.merge_masks(prepared, crops, points, work / "masks", "img", work / "labels.tif", work / "phase.png",
+                          "phase", cfg.merge, cfg.prompts.blur, None)
+        rows.append({"method": method, **metrics.score("phase", io.read_image(work / "phase.png"), truth)})
     rgb = io.read_image(prepared)
     foreground = str(io.read_npz(points)["foreground"])
     for name, method in baselines.PHASE_BASELINES.items():
-        rows.append({"method": name, **steps.score("phase", method(rgb, foreground), truth)})
+        rows.append({"method": name, **metrics.score("phase", method(rgb, foreground), truth)})
     return rows
 
 

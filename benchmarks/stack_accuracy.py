@@ -39,10 +39,8 @@ sys.path.insert(0, str(REPO / "tests"))
 from synthetic3d import FAMILY, StackLook, render_stack  # noqa: E402
 
 from matsam import io  # noqa: E402
-from matsam.config import method_config  # noqa: E402
+from matsam.config import LinkConfig, method_config  # noqa: E402
 from matsam.workflow import steps  # noqa: E402
-from matsam.workflow.catalogue import LINK_DEFAULTS  # noqa: E402
-from matsam.workflow.stack_steps import link_stack  # noqa: E402
 
 
 def ari(truth: np.ndarray, pred: np.ndarray) -> float:
@@ -73,13 +71,13 @@ def segment_2d(grey: np.ndarray, folder: Path, segmenter, cfg) -> tuple[list[Pat
         d = folder / f"slice_{z:04d}"
         d.mkdir(parents=True, exist_ok=True)
         io.write_tiff(d / "raw.tif", image)
-        steps.prepare_image(d / "raw.tif", d / "image.png", cfg)
-        steps.plan_crops(d / "image.png", d / "crops.json", cfg)
-        steps.make_prompts(d / "image.png", d / "crops.json", d / "prompts.npz", cfg)
+        steps.prepare_image(d / "raw.tif", d / "image.png", cfg.read)
+        steps.plan_crops(d / "image.png", d / "crops.json", cfg.crops)
+        steps.make_prompts(d / "image.png", d / "crops.json", d / "prompts.npz", cfg.mode, cfg.prompts)
         steps.embed_and_segment([d.name], [d / "image.png"], [d / "crops.json"], [d / "prompts.npz"],
                                  folder / "embeddings", folder / "sam", cfg, segmenter)
         steps.merge_masks(d / "image.png", d / "crops.json", d / "prompts.npz", folder / "sam", d.name,
-                           d / "labels.tif", d / "boundaries.png", cfg)
+                          d / "labels.tif", d / "boundaries.png", cfg.mode, cfg.merge, cfg.prompts.blur, None)
         labels.append(d / "labels.tif")
         images.append(d / "image.png")
     return labels, images, time.perf_counter() - start
@@ -114,10 +112,9 @@ def link(labels2d: np.ndarray, grey: np.ndarray, look: StackLook, extra: dict) -
         outputs = {k: tmp / f"{k}.out" for k in ("grains3d", "neighbours3d", "summary", "shifts")}
         outputs |= {"labels3d": tmp / "labels3d.h5",
                     **{f"ortho_{v}": tmp / f"ortho_{v}.png" for v in ("xy", "xz", "yz")}}
-        params = {"stack": look.name, "mode": "grain", "voxel_size_um": None, "align": look.drift > 0,
-                  **LINK_DEFAULTS, **extra}
         start = time.perf_counter()
-        row = link_stack(label_files, [], grey_files, outputs, params)
+        row = steps.link_stack(label_files, [], grey_files, outputs, look.name, "grain", None, look.drift > 0,
+                               LinkConfig(**extra))
         seconds = time.perf_counter() - start
         with h5py.File(outputs["labels3d"], "r") as f:
             labels3d = f["labels"][()]

@@ -33,10 +33,9 @@ sys.path.insert(0, str(REPO / "tests"))
 from synthetic3d import grey_stack, perturb_labels2d, voronoi_volume  # noqa: E402
 
 from matsam import io  # noqa: E402
-from matsam.config import method_config  # noqa: E402
-from matsam.volumes.stack3d import LinkConfig, link_slices  # noqa: E402
+from matsam.config import LinkConfig, method_config  # noqa: E402
+from matsam.volumes.stack3d import link_slices  # noqa: E402
 from matsam.workflow import steps  # noqa: E402
-from matsam.workflow.stack_steps import link_stack  # noqa: E402
 
 
 def ari(truth: np.ndarray, pred: np.ndarray) -> float:
@@ -140,10 +139,11 @@ def main() -> None:
                    "neighbours3d": tmp / "neighbours3d.csv",
                    "summary": tmp / "summary.csv", "shifts": tmp / "shifts.json",
                    **{f"ortho_{v}": tmp / f"ortho_{v}.png" for v in ("xy", "xz", "yz")}}
-        params = {"stack": "bench", "mode": "grain", "voxel_size_um": [0.2, 0.1, 0.1], "align": False}
-        _, step_s = timed(link_stack, *files, outputs, params)
-        _, refine_s = timed(link_stack, *files, outputs, {**params, "refine_boundaries": "dark"})
-        _, align_s = timed(link_stack, *files, outputs, {**params, "align": True})
+        voxel = [0.2, 0.1, 0.1]
+        _, step_s = timed(steps.link_stack, *files, outputs, "bench", "grain", voxel, False, LinkConfig())
+        _, refine_s = timed(steps.link_stack, *files, outputs, "bench", "grain", voxel, False,
+                            LinkConfig(refine_boundaries="dark"))
+        _, align_s = timed(steps.link_stack, *files, outputs, "bench", "grain", voxel, True, LinkConfig())
 
     print(f"linking {args.slices} slices:")
     print(f"  stack3d.link_slices alone        {link_s:8.2f} s  ({1e3 * link_s / args.slices:.1f} ms/slice), "

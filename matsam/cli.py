@@ -36,18 +36,20 @@ def run_segment(args: argparse.Namespace) -> None:
         work = out / "work"
         prepared, crops, points = work / "image.png", work / "crops.json", work / "prompts.npz"
         map_file = out / ("boundaries.png" if cfg.mode == "grain" else "phase.png")
-        steps.prepare_image(image, prepared, cfg)
-        steps.plan_crops(prepared, crops, cfg)
-        steps.make_prompts(prepared, crops, points, cfg)
+        steps.prepare_image(image, prepared, cfg.read)
+        steps.plan_crops(prepared, crops, cfg.crops)
+        steps.make_prompts(prepared, crops, points, cfg.mode, cfg.prompts)
         steps.embed_and_segment([name], [prepared], [crops], [points], work / "embeddings", work / "masks", cfg,
                                  segmenter)
-        steps.merge_masks(prepared, crops, points, work / "masks", name, out / "labels.tif", map_file, cfg)
+        steps.merge_masks(prepared, crops, points, work / "masks", name, out / "labels.tif", map_file, cfg.mode,
+                          cfg.merge, cfg.prompts.blur, cfg.quantify.pixel_size_um)
         steps.draw_overlay(prepared, out / "labels.tif", map_file, out / "overlay.png", cfg.mode)
         steps.quantify_objects(image, out / "labels.tif", map_file, out / "objects.csv",
-                                out / "summary.json", cfg, name, out / "objects.coco.json")
+                                out / "summary.json", cfg.mode, cfg.quantify, name, out / "objects.coco.json")
         if args.label:
             methods = [] if args.no_baselines else default_baselines(cfg.mode)
-            steps.evaluate_image(prepared, map_file, args.label, points, out / "metrics.csv", cfg, name, methods)
+            steps.evaluate_image(prepared, map_file, args.label, points, out / "metrics.csv", cfg.mode, name,
+                                 methods)
         progress.step(f"{image}: {out} ({time.perf_counter() - start:.1f} s)")
 
 

@@ -31,6 +31,7 @@ class ReadConfig:
     # 16-bit (or float) images: "percentile" maps the [low, high] percentiles to 0..255,
     # "full" maps the dtype's full range (0..65535) to 0..255.
     scale16: Literal["percentile", "full"] = "percentile"
+    # The [low, high] percentiles of the "percentile" mapping and of the contrast stretch.
     percentiles: tuple[float, float] = (0.5, 99.5)
     # Stretch each channel to 0..255 before encoding: many micrographs use a narrow grey range.
     stretch: bool = True
@@ -40,7 +41,9 @@ class ReadConfig:
 class CropConfig:
     """SAM-style crop layers: layer i splits the image into 2**i x 2**i overlapping crops."""
 
+    # Crop layers besides the whole image: layer i adds 4**i crops (0 = the whole image only).
     n_layers: int = 0
+    # Overlap of neighbouring crops, as a fraction of the image's short side (SAM's rule).
     overlap_ratio: float = 512 / 1500
 
 
@@ -51,8 +54,8 @@ class PromptConfig:
     # "auto": Canny for grain images, OTSU for phase images.
     method: Literal["auto", "canny", "otsu"] = "auto"
     blur: int = 3  # Gaussian kernel size before pre-segmentation (odd, 0 = none)
-    canny_low: float | None = None  # None: 0.66 x median grey of the blurred image
-    canny_high: float | None = None  # None: 1.33 x median grey
+    canny_low: float | None = None  # Canny's low threshold; None: 0.66 x median grey of the blurred image
+    canny_high: float | None = None  # Canny's high threshold; None: 1.33 x median grey
     edge_dilate: int = 3  # close Canny edges with a square of this size
     # Phase images: which side of the Otsu threshold is the phase of interest.
     foreground: Literal["auto", "dark", "bright"] = "auto"
@@ -62,10 +65,13 @@ class PromptConfig:
     min_region_radius: float = 2.0
     # Grid points per side = clip(grid_factor * sqrt(n_objects), grid_min, grid_max).
     grid_factor: float = 1.0
+    # Fewest grid points per side.
     grid_min: int = 8
+    # Most grid points per side.
     grid_max: int = 32
     # A band of this fraction of the crop size along each edge gets `edge_density` x more points.
     edge_band: float = 0.08
+    # ... `edge_density` x the grid density inside that band.
     edge_density: float = 2.0
     # Cap on prompts per crop (seeds of the largest regions first): each costs 20-26 ms of decoding on a CPU.
     max_points: int = 400
@@ -76,8 +82,10 @@ class ModelConfig:
     """Which SAM runs, and where: all the image encoder's output depends on (with `read`), so
     changing anything else reruns the decoder, never the encoder."""
 
+    # The SAM model: MobileSAM (weights verified at set-up) or SAM ViT-B/L/H (give `checkpoint`).
     name: Literal["mobile_sam", "vit_b", "vit_l", "vit_h"] = "mobile_sam"
-    checkpoint: str | None = None  # None: the verified MobileSAM weights (`matsam weights`)
+    checkpoint: str | None = None  # Weights file; None: the verified MobileSAM weights (`matsam weights`)
+    # Set from the workflow config's top-level `device` (the CLI: --device).
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # "float16" / "bfloat16": autocast the encoder and decoder (for GPUs; on a CPU float32 is
     # both exact and the fastest measured).
@@ -94,10 +102,15 @@ class SamConfig:
     # Skip a prompt that falls inside a mask already kept: it would mostly return the same mask,
     # and on a CPU every prompt costs as much as a small image encoder pass.
     skip_covered_points: bool = True
+    # Keep a mask only when SAM's own predicted IoU is at least this.
     pred_iou_thresh: float = 0.80
+    # ... and its stability score (IoU of the mask thresholded at +/- `stability_score_offset`) this.
     stability_score_thresh: float = 0.85
+    # Logit offset of the stability score.
     stability_score_offset: float = 1.0
+    # Box IoU above which two masks of one crop are one (the lower-scoring is dropped).
     box_nms_thresh: float = 0.7
+    # Masks smaller than this (px of the crop) are noise.
     min_mask_area: int = 8
     # Masks larger than this fraction of the crop are background or several objects merged.
     max_mask_fraction: float = 0.25
@@ -110,9 +123,11 @@ class SamConfig:
 class MergeConfig:
     """Cross-crop NMS and post-processing into labels."""
 
+    # Box IoU above which two masks of different crops are one object.
     crop_nms_thresh: float = 0.7
     # Masks whose box lies within this many px of an inner crop edge are cut off: drop them.
     crop_edge_tolerance: int = 2
+    # Objects (and pieces of objects) smaller than this many px are dropped.
     min_object_area: int = 16
     # Grain mode: unlabelled regions wider than this (px radius) become grains of their own
     # instead of being split among their neighbours.
@@ -163,7 +178,38 @@ class MergeConfig:
 
 @dataclass(frozen=True)
 class QuantifyConfig:
+    """Measurements in micrometres (set per dataset by its `pixel_size_um`)."""
+
+    # Micrometres per pixel; None: sizes in px only, and no ASTM grain size number.
     pixel_size_um: float | None = None
+
+
+@dataclass(frozen=True)
+class LinkConfig:
+    """How a stack's 2D objects of consecutive slices become 3D objects (a stack's `link:`)."""
+
+    # Two regions on consecutive slices may be linked when their IoU (in pixels) is at least this.
+    min_overlap: float = 0.3
+    # A region may also continue a grain last seen up to this many slices earlier, bridging
+    # slices where the 2D segmenter missed the grain or fused it with a neighbour (0: consecutive
+    # slices only).
+    max_gap: int = 1
+    # IoU needed for a link across skipped slices.
+    gap_min_overlap: float = 0.5
+    # Grain stacks: before linking, move each slice's grain boundaries (within 2 px) onto the
+    # darkest ("dark") or brightest ("bright") line of the grey slice; "none" keeps the 2D
+    # labels; "auto" takes the boundary look detected from the stack's images (summary.csv
+    # boundary_look).
+    refine_boundaries: Literal["auto", "none", "dark", "bright"] = "auto"
+    # Grain stacks: make the slices agree (split regions cut by a boundary line, cut grains at
+    # grey-level jumps between slices, let short fragments join a neighbour; matsam/volumes/consistency.py).
+    consistent: bool = True
+    # A 3D grain on at most this many slices ...
+    fragment_slices: int = 2
+    # ... holding at most this fraction of the median grain volume is a fragment.
+    fragment_volume: float = 0.25
+    # Count grains touching the stack's faces in the size statistics (their sizes are truncated).
+    include_face_grains: bool = False
 
 
 @dataclass(frozen=True)
@@ -227,6 +273,13 @@ def method_config(
         for name, cls in STAGES.items()
     }
     return MethodConfig(mode=mode, **stages)  # type: ignore[arg-type]
+
+
+def section_from_params(name: str, values: Mapping[str, Any] | None, where: str = "params") -> Any:
+    """A stage section rebuilt inside a job from the plain dict a rule passed as `params`
+    (the catalogue's validated settings): each step gets exactly the sections its rule names."""
+    cls = LinkConfig if name == "link" else STAGES[name]
+    return build(cls, values, f"{where}.{name}")
 
 
 def merge_sections(*layers: Mapping[str, Mapping[str, Any]] | None) -> dict[str, dict[str, Any]]:

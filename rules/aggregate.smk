@@ -11,7 +11,7 @@ rule aggregate_dataset:
     conda:
         CONDA_ENV
     script:
-        STEP
+        "../scripts/aggregate_dataset.py"
 
 
 rule aggregate_all:
@@ -27,4 +27,4 @@ rule aggregate_all:
     params:
         datasets=list(DATASETS),
     script:
-        STEP
+        "../scripts/aggregate_all.py"

@@ -15,9 +15,9 @@ rule check_input:
         mem_mb=1000,
         runtime=10,
     params:
-        mode=lambda wildcards: DATASETS[wildcards.dataset].mode,
+        mode=dataset_mode,
     script:
-        STEP
+        "../scripts/check_input.py"
 
 
 checkpoint collect_checks:
@@ -31,7 +31,7 @@ checkpoint collect_checks:
     conda:
         CONDA_ENV
     script:
-        STEP
+        "../scripts/collect_checks.py"
 
 
 rule failed_table:
@@ -45,4 +45,4 @@ rule failed_table:
     conda:
         CONDA_ENV
     script:
-        STEP
+        "../scripts/failed_table.py"

@@ -1,14 +1,11 @@
 # Config validation, the dataset catalogue, wildcard constraints and every input function.
 
-from snakemake.utils import validate
-
 from matsam.config import ConfigError
-from matsam.workflow.catalogue import SCHEMA, check_config, load_catalog, load_stacks
+from matsam.workflow.catalogue import NAME_PATTERN, load_catalog, load_stacks
+from matsam.workflow.schema import validate
 
 try:
-    # One-line messages for structural errors first; Snakemake's validation fills in defaults.
-    check_config(config)
-    validate(config, str(SCHEMA))
+    validate(config)  # one pass: a one-line error naming the key, then the schema's defaults filled in
     DATASETS = load_catalog(config)
 except ConfigError as error:
     raise WorkflowError(f"invalid configuration: {error}")
@@ -16,7 +13,6 @@ except ConfigError as error:
 RESULTS = config["results"]
 WORK = f"{RESULTS}/_work"
 LOGS = f"{RESULTS}/_logs"
-STEP = "../scripts/run_stage.py"
 CONDA_ENV = "../envs/matsam.yaml"
 
 try:  # serial-section stacks: their slices join the catalogue as datasets "<stack>/slices"
@@ -39,8 +35,8 @@ if workflow.is_main_process:  # not again inside each cluster job
 
 wildcard_constraints:
     dataset="|".join(DATASETS) or "(?!)",
-    image="[A-Za-z0-9][A-Za-z0-9_.+-]*",
-    shard="[A-Za-z0-9][A-Za-z0-9_.+-]*",
+    image=NAME_PATTERN,
+    shard=NAME_PATTERN,
 
 
 def datasets_of_mode(mode):
@@ -117,13 +113,18 @@ def map_file(wildcards):
     return f"{RESULTS}/{wildcards.dataset}/{wildcards.image}/{name}.png"
 
 
-def stage_params(*sections):
-    """params function: only the settings of `sections`, so editing one reruns only its rules."""
+def section(name):
+    """params function: the dataset's settings of one stage section (a dict), so editing a value
+    reruns only the rules that take the section."""
 
     def params(wildcards):
-        return DATASETS[wildcards.dataset].stage(*sections)
+        return DATASETS[wildcards.dataset].section(name)
 
     return params
+
+
+def dataset_mode(wildcards):
+    return DATASETS[wildcards.dataset].mode
 
 
 def dataset_baselines(wildcards):
@@ -131,7 +132,9 @@ def dataset_baselines(wildcards):
 
 
 def sam_gpus(wildcards):
-    return 1 if config["device"] == "cuda" else 0
+    """One GPU per SAM job unless the run is told to stay on CPUs (`device: cpu`); with `auto`
+    a job uses the GPU it gets and falls back to the CPU where there is none."""
+    return 0 if config["device"] == "cpu" else 1
 
 
 def megapixels(png):
@@ -280,8 +283,16 @@ def stack_slice_files(kind):
     return files
 
 
-def stack_params(wildcards):
-    return STACKS[wildcards.stack].params()
+def stack_voxel_size(wildcards):
+    voxel = STACKS[wildcards.stack].voxel_size_um
+    return list(voxel) if voxel else None
+
+
+def stack_link(wildcards):
+    """The stack's `link:` settings (config.LinkConfig) as a dict."""
+    from dataclasses import asdict
+
+    return asdict(STACKS[wildcards.stack].link)
 
 
 def stack_mem_mb(wildcards, input, attempt):

@@ -17,7 +17,7 @@ rule evaluate_image:
         mem_mb=cpu_mem_mb,
         runtime=20,
     params:
-        cfg=stage_params("prompts"),
+        mode=dataset_mode,
         baselines=dataset_baselines,
     script:
-        STEP
+        "../scripts/evaluate_image.py"

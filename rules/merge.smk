@@ -20,9 +20,12 @@ rule merge_grain_masks:
         mem_mb=cpu_mem_mb,
         runtime=20,
     params:
-        cfg=stage_params("prompts", "merge", "quantify"),
+        mode=dataset_mode,
+        merge=section("merge"),
+        prompts=section("prompts"),
+        quantify=section("quantify"),
     script:
-        STEP
+        "../scripts/merge_masks.py"
 
 
 use rule merge_grain_masks as merge_phase_masks with:
@@ -54,6 +57,6 @@ rule draw_overlay:
         mem_mb=cpu_mem_mb,
         runtime=10,
     params:
-        cfg=stage_params(),
+        mode=dataset_mode,
     script:
-        STEP
+        "../scripts/draw_overlay.py"

@@ -11,9 +11,9 @@ rule prepare_image:
         mem_mb=1000,
         runtime=10,
     params:
-        cfg=stage_params("read"),
+        read=section("read"),
     script:
-        STEP
+        "../scripts/prepare_image.py"
 
 
 rule plan_crops:
@@ -27,6 +27,6 @@ rule plan_crops:
     conda:
         CONDA_ENV
     params:
-        cfg=stage_params("crops"),
+        crops=section("crops"),
     script:
-        STEP
+        "../scripts/plan_crops.py"

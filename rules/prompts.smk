@@ -12,6 +12,7 @@ rule make_prompts:
         mem_mb=cpu_mem_mb,
         runtime=10,
     params:
-        cfg=stage_params("prompts"),
+        mode=dataset_mode,
+        prompts=section("prompts"),
     script:
-        STEP
+        "../scripts/make_prompts.py"

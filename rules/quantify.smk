@@ -16,6 +16,7 @@ rule quantify_objects:
         mem_mb=cpu_mem_mb,
         runtime=10,
     params:
-        cfg=stage_params("quantify"),
+        mode=dataset_mode,
+        quantify=section("quantify"),
     script:
-        STEP
+        "../scripts/quantify_objects.py"

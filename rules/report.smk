@@ -40,9 +40,9 @@ rule dataset_report:
     conda:
         CONDA_ENV
     params:
-        cfg=stage_params(),
+        mode=dataset_mode,
     script:
-        STEP
+        "../scripts/dataset_report.py"
 
 
 rule run_report:
@@ -62,4 +62,4 @@ rule run_report:
         config=config,
         checkpoints=sam_checkpoints(),
     script:
-        STEP
+        "../scripts/run_report.py"

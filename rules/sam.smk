@@ -22,9 +22,10 @@ rule embed_crops:
         mem_mb=embed_mem_mb,
         runtime=embed_runtime,
     params:
-        cfg=stage_params("read", "model"),
+        read=section("read"),
+        model=section("model"),
     script:
-        STEP
+        "../scripts/embed_crops.py"
 
 
 rule segment_crops:
@@ -47,6 +48,7 @@ rule segment_crops:
         runtime=decode_runtime,
         points_per_batch=decode_points_per_batch,
     params:
-        cfg=stage_params("model", "sam"),
+        model=section("model"),
+        sam=section("sam"),
     script:
-        STEP
+        "../scripts/segment_crops.py"

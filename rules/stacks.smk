@@ -29,6 +29,10 @@ rule link_stack:
         mem_mb=stack_mem_mb,
         runtime=stack_runtime,
     params:
-        settings=stack_params,
+        stack=lambda wildcards: wildcards.stack,
+        mode=lambda wildcards: STACKS[wildcards.stack].mode,
+        voxel_size_um=stack_voxel_size,
+        align=lambda wildcards: STACKS[wildcards.stack].align,
+        link=stack_link,
     script:
-        STEP
+        "../scripts/link_stack.py"

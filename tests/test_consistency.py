@@ -16,8 +16,8 @@ from skimage.segmentation import expand_labels
 from sklearn.metrics import adjusted_rand_score
 from synthetic3d import FAMILY, StackLook, perturb_labels2d, render_stack
 
+from matsam.config import LinkConfig
 from matsam.volumes.consistency import (
-    ConsistencyConfig,
     absorb_fragments,
     boundary_look,
     cut_grey_steps,
@@ -25,7 +25,7 @@ from matsam.volumes.consistency import (
     split_on_lines,
 )
 from matsam.volumes.measure3d import ellipsoids, neighbour_counts, neighbour_pairs, size_statistics
-from matsam.volumes.stack3d import LinkConfig, link_slices
+from matsam.volumes.stack3d import link_slices
 
 LOOKS = {look.name: look for look in FAMILY}
 
@@ -125,7 +125,7 @@ def test_consistent_linking_recovers_the_grains(name):
     assert ari(truth, linked) >= max(0.9, ari(truth, plain))
     assert abs(int(linked.max()) - n_true) <= 3 < abs(int(plain.max()) - n_true) / 3
     assert stats.n_grains == linked.max()
-    off, _, _ = link_consistent(labels, grey, LinkConfig(), evidence, ConsistencyConfig(consistent=False))
+    off, _, _ = link_consistent(labels, grey, LinkConfig(consistent=False), evidence)
     assert np.array_equal(off, plain)
 
 

@@ -11,8 +11,8 @@ import pytest
 import tifffile
 
 from matsam import io
+from matsam.imaging import boundary_map
 from matsam.measurement import coco, metrics, reference
-from matsam.segmentation.merge import boundary_map
 
 
 def random_labels(seed: int, shape=(37, 53), n=12) -> np.ndarray:

@@ -14,7 +14,8 @@ from conftest import REPO
 from synthetic import voronoi_micrograph, write_disc_dataset
 
 from matsam.workflow import init
-from matsam.workflow.catalogue import check_config, load_catalog
+from matsam.workflow.catalogue import load_catalog
+from matsam.workflow.schema import validate
 
 MATSAM = [sys.executable, "-m", "matsam.cli"]
 
@@ -56,7 +57,7 @@ def test_written_config_is_valid_and_commented(folder, tmp_path):
     text = out.read_text()
     assert "# mode grain: the labels are thin lines" in text and "# pixel_size_um:" in text
     config = yaml.safe_load(text)
-    check_config(config)
+    validate(config)
     catalog = load_catalog(config)
     assert catalog["grains"].mode == "grain" and sorted(catalog["grains"].labels) == ["g1", "g2"]
     assert catalog["discs"].mode == "phase" and not catalog["discs"].labels

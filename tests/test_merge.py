@@ -283,7 +283,7 @@ def write_merge_inputs(tmp_path, gray, cands):
     height, width = gray.shape
     io.write_png(tmp_path / "image.png", np.repeat(gray[..., None], 3, axis=2))
     cfg = method_config("phase")
-    steps.plan_crops(tmp_path / "image.png", tmp_path / "crops.json", cfg)
+    steps.plan_crops(tmp_path / "image.png", tmp_path / "crops.json", cfg.crops)
     io.write_npz(tmp_path / "prompts.npz", threshold=np.float64(84.0), foreground=np.str_("dark"))
     full = []
     for c in cands:
@@ -308,7 +308,8 @@ def test_merge_masks_dispatches_on_n_phases(tmp_path, n_phases):
     write_merge_inputs(tmp_path, gray, cands)
     cfg = method_config("phase", {"merge": {"n_phases": n_phases}})
     steps.merge_masks(tmp_path / "image.png", tmp_path / "crops.json", tmp_path / "prompts.npz",
-                       tmp_path / "masks", "img", tmp_path / "labels.tif", tmp_path / "phase.png", cfg)
+                      tmp_path / "masks", "img", tmp_path / "labels.tif", tmp_path / "phase.png", "phase", cfg.merge,
+                      cfg.prompts.blur, None)
     phase = io.read_image(tmp_path / "phase.png")
     if n_phases == 2:  # the binary split at the prompts' threshold: dark discs only, 0/1
         assert set(np.unique(phase)) == {0, 1}

@@ -359,7 +359,8 @@ def test_stage_score_is_binary_unless_a_class_id_exceeds_one():
 def test_metric_tables_append_class_columns(tmp_path):
     import pandas as pd
 
-    from matsam.workflow.steps import METRIC_COLUMNS, aggregate_all, aggregate_dataset
+    from matsam.measurement.metrics import METRIC_COLUMNS
+    from matsam.workflow.steps import aggregate_all, aggregate_dataset
 
     binary = pd.DataFrame({"image": ["a", "b"], "method": ["matsam", "otsu"], "iou": [0.5, 0.7],
                            "miou": [0.6, 0.8], "f1": [0.1, 0.2], "recall": [0.3, 0.4]})

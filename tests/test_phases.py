@@ -12,10 +12,10 @@ import pytest
 from synthetic import coating_micrograph, size_phase_micrograph, three_phase_micrograph
 
 from matsam.config import ConfigError, MergeConfig, method_config
+from matsam.imaging import blurred
 from matsam.measurement import metrics
-from matsam.segmentation import phases
+from matsam.segmentation import merge, phases
 from matsam.segmentation.merge import Candidate
-from matsam.segmentation.prompts import blurred
 
 
 def objects_of(classes: np.ndarray) -> np.ndarray:
@@ -103,10 +103,10 @@ def test_auto_falls_back_to_the_grey_split_when_the_features_do_not_split():
     binary = np.zeros(gray.shape, np.int32)
     for i, (cx, cy, r, _) in enumerate(dark, start=1):
         cv2.circle(binary, (cx, cy), r, i, -1)
-    labels, classes = phases.multiphase_classes(cands, binary, gray, smooth, MergeConfig(n_phases=3))
+    labels, classes = merge.multiphase_classes(cands, binary, gray, smooth, MergeConfig(n_phases=3))
     assert (classes[truth == 2] == 2).mean() > 0.95 and (classes[truth == 1] == 1).mean() > 0.95
     forced = MergeConfig(n_phases=3, phase_classes="features")
-    labels, classes = phases.multiphase_classes(cands, binary, gray, smooth, forced)
+    labels, classes = merge.multiphase_classes(cands, binary, gray, smooth, forced)
     np.testing.assert_array_equal(labels, binary)
     assert not classes[truth == 2].any() and set(np.unique(classes)) == {0, 1}
 
@@ -176,7 +176,8 @@ def test_phase_stack_keeps_the_classes(tmp_path):
     from test_stack_workflow import outputs_in
 
     from matsam import io
-    from matsam.workflow.stack_steps import link_stack
+    from matsam.config import LinkConfig
+    from matsam.workflow.steps import link_stack
 
     classes = np.zeros((4, 64, 64), np.uint8)
     classes[:, 10:40, 10:40] = 1  # a large particle through every slice
@@ -190,8 +191,7 @@ def test_phase_stack_keeps_the_classes(tmp_path):
         for key, name in (("labels", "labels.tif"), ("maps", "phase.png"), ("grey", "image.png")):
             files[key].append(folder / name)
     outputs = outputs_in(tmp_path / "out")
-    row = link_stack(files["labels"], files["maps"], files["grey"], outputs,
-                     {"stack": "s", "mode": "phase", "voxel_size_um": None, "align": False})
+    row = link_stack(files["labels"], files["maps"], files["grey"], outputs, "s", "phase", None, False, LinkConfig())
     assert row["n_grains_3d"] == 2
     with h5py.File(outputs["labels3d"], "r") as f:
         labels3d, stored = f["labels"][()], f["classes"][()]
@@ -215,11 +215,12 @@ def test_binary_results_ignore_the_class_settings(tmp_path):
     gray, truth, _, _, cands, _ = three_phase_case()
     write_merge_inputs(tmp_path, gray, cands)
     outputs = []
-    for merge in ({}, {"phase_classes": "features", "phase_features": ["thinness"]}, {"phase_classes": "grey"}):
-        cfg = method_config("phase", {"merge": merge})
+    for settings in ({}, {"phase_classes": "features", "phase_features": ["thinness"]}, {"phase_classes": "grey"}):
+        cfg = method_config("phase", {"merge": settings})
         out = tmp_path / str(len(outputs))
         steps.merge_masks(tmp_path / "image.png", tmp_path / "crops.json", tmp_path / "prompts.npz",
-                           tmp_path / "masks", "img", out / "labels.tif", out / "phase.png", cfg)
+                          tmp_path / "masks", "img", out / "labels.tif", out / "phase.png", "phase", cfg.merge,
+                          cfg.prompts.blur, None)
         outputs.append(((out / "labels.tif").read_bytes(), (out / "phase.png").read_bytes()))
     assert outputs[0] == outputs[1] == outputs[2]
     phase = io.read_image(tmp_path / "0" / "phase.png")

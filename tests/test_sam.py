@@ -124,11 +124,12 @@ def test_stored_embeddings_give_the_in_process_masks(segmenter, tmp_path):
     io.write_png(tmp_path / "w" / "image.png", image)
     cfg = method_config("phase", {"prompts": {"grid_min": 4, "grid_max": 4}})
     work = tmp_path / "w"
-    steps.plan_crops(work / "image.png", work / "crops.json", cfg)
-    steps.make_prompts(work / "image.png", work / "crops.json", work / "prompts.npz", cfg)
-    steps.embed_images(["w"], [work / "image.png"], [work / "crops.json"], tmp_path / "emb", cfg, segmenter.encoder)
+    steps.plan_crops(work / "image.png", work / "crops.json", cfg.crops)
+    steps.make_prompts(work / "image.png", work / "crops.json", work / "prompts.npz", "phase", cfg.prompts)
+    steps.embed_images(["w"], [work / "image.png"], [work / "crops.json"], tmp_path / "emb", cfg.read, cfg.model,
+                       segmenter.encoder)
     steps.segment_images(["w"], [work / "crops.json"], [work / "prompts.npz"], tmp_path / "emb", tmp_path / "masks",
-                          cfg, segmenter.decoder)
+                         cfg.model, cfg.sam, segmenter.decoder)
     stored = io.read_npz(steps.mask_file(tmp_path / "masks", "w", 0))
     points = io.read_npz(work / "prompts.npz")
     rgb = io.stretch_contrast(io.read_image(work / "image.png"))

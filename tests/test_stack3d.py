@@ -12,8 +12,8 @@ import tifffile
 from sklearn.metrics import adjusted_rand_score
 from synthetic3d import grey_stack, perturb_labels2d, shifted_crops, voronoi_volume
 
+from matsam.config import LinkConfig
 from matsam.volumes.stack3d import (
-    LinkConfig,
     apply_shifts,
     estimate_shifts,
     grain_table_3d,
@@ -142,7 +142,7 @@ def test_alignment_improves_linking(use_grey):
     truth, grey, _ = _drifting_stack((1.0, 1.0, 1.0), 80, seed=1)
     labels2d = perturb_labels2d(truth, seed=7)
     plain, _ = link_slices(labels2d, LinkConfig())
-    aligned, stats = link_slices(labels2d, LinkConfig(align=True), grey=grey if use_grey else None)
+    aligned, stats = link_slices(labels2d, LinkConfig(), grey=grey if use_grey else None, align=True)
     assert ari_3d(apply_shifts(truth, stats.shifts), aligned) > ari_3d(truth, plain) + 0.01
 
 

@@ -27,11 +27,11 @@ from sklearn.metrics import adjusted_rand_score
 from synthetic3d import grey_stack, perturb_labels2d, shifted_crops, voronoi_volume
 
 from matsam import io
-from matsam.config import ConfigError
+from matsam.config import ConfigError, LinkConfig
 from matsam.volumes import stackio
 from matsam.volumes.stack3d import apply_shifts
 from matsam.workflow.catalogue import export_stack, load_catalog, load_stacks
-from matsam.workflow.stack_steps import SUMMARY_COLUMNS, link_stack
+from matsam.workflow.steps import STACK_SUMMARY_COLUMNS, link_stack
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
 FAST = {"prompts": {"grid_min": 4, "grid_max": 6, "edge_density": 1.0}}
@@ -117,7 +117,7 @@ def test_stack_outputs(stack_run):
     assert len(table) == labels3d.max() and table.volume_vox.sum() == (labels3d > 0).sum()
     assert np.allclose(table.volume_um3, table.volume_vox * 0.005)
     summary = pd.read_csv(out / "summary.csv")
-    assert list(summary.columns) == SUMMARY_COLUMNS and len(summary) == 1
+    assert list(summary.columns) == STACK_SUMMARY_COLUMNS and len(summary) == 1
     row = summary.iloc[0]
     assert row.n_grains_3d == len(table) and row.n_slices == SHAPE[0] and row["mode"] == "grain"
     # grains cut by a face are left out of the size statistics: in 8 slices every grain is cut
@@ -155,8 +155,7 @@ def test_3d_grains_match_the_truth(stack_run, tmp_path):
     names = [f"slice_{z:04d}" for z in range(SHAPE[0])]
     outputs = outputs_in(tmp_path)
     link_stack([slices / n / "labels.tif" for n in names], [], [work / n / "image.png" for n in names], outputs,
-               {"stack": "plain", "mode": "grain", "voxel_size_um": VOXEL, "align": False,
-                "refine_boundaries": "none", "consistent": False})
+               "plain", "grain", VOXEL, False, LinkConfig(refine_boundaries="none", consistent=False))
     with h5py.File(outputs["labels3d"], "r") as f:
         plain = f["labels"][()]
     print(f"3D ARI, no refinement: {ari_3d(truth, plain):.4f} all voxels, "
@@ -259,10 +258,7 @@ def test_stack_becomes_a_dataset_of_slices(tmp_path):
     assert list(stack.dataset.images) == [f"slice_{z:04d}" for z in range(SHAPE[0])]
     assert stack.dataset.method.merge.min_object_area == 30
     assert stack.dataset.method.quantify.pixel_size_um == 0.2
-    assert stack.params() == {"stack": "st", "mode": "phase", "voxel_size_um": [1.0, 0.2, 0.2], "align": False,
-                              "min_overlap": 0.3, "max_gap": 1, "gap_min_overlap": 0.5, "refine_boundaries": "auto",
-                              "consistent": True, "fragment_slices": 2, "fragment_volume": 0.25,
-                              "include_face_grains": False}
+    assert stack.voxel_size_um == (1.0, 0.2, 0.2) and not stack.align and stack.link == LinkConfig()
 
 
 def test_export_is_skipped_while_the_source_is_unchanged(tmp_path, monkeypatch):
@@ -329,16 +325,15 @@ def test_link_step_aligns_a_drifting_stack(tmp_path):
     labels2d = perturb_labels2d(truth, seed=11)
     files = write_slices(tmp_path / "in", grey, labels=labels2d)
     out = outputs_in(tmp_path / "out")
-    params = {"stack": "drift", "mode": "grain", "voxel_size_um": None, "min_overlap": 0.3, "max_gap": 1,
-              "gap_min_overlap": 0.5, "refine_boundaries": "none"}
-    row = link_stack(*files, out, {**params, "align": True})
+    cfg = LinkConfig(min_overlap=0.3, max_gap=1, gap_min_overlap=0.5, refine_boundaries="none")
+    row = link_stack(*files, out, "drift", "grain", None, True, cfg)
     shifts = np.array(json.loads(out["shifts"].read_text())["shifts_dy_dx"])
     assert np.abs(shifts - origins).max() <= 1 and row["aligned"] and row["max_shift_px"] == np.abs(shifts).max()
     with h5py.File(out["labels3d"], "r") as f:
         aligned = f["labels"][()]
         assert "voxel_size_um" not in f["labels"].attrs
     plain_out = outputs_in(tmp_path / "plain")
-    link_stack(*files, plain_out, {**params, "align": False})
+    link_stack(*files, plain_out, "drift", "grain", None, False, cfg)
     with h5py.File(plain_out["labels3d"], "r") as f:
         plain = f["labels"][()]
     registered = apply_shifts(truth, shifts)
@@ -355,8 +350,8 @@ def test_link_step_phase_stack(tmp_path):
         masks |= (zz - cz) ** 2 * 4 + (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
     grey = np.where(masks, 60, 190).astype(np.uint8)
     out = outputs_in(tmp_path / "out")
-    row = link_stack(*write_slices(tmp_path / "in", grey, masks=masks), out,
-                     {"stack": "ph", "mode": "phase", "voxel_size_um": [0.2, 0.1, 0.1], "align": False})
+    row = link_stack(*write_slices(tmp_path / "in", grey, masks=masks), out, "ph", "phase", [0.2, 0.1, 0.1], False,
+                     LinkConfig())
     assert row["n_grains_3d"] == 3 and row["links"] is None
     assert row["phase_volume_fraction"] == pytest.approx(masks.mean())
     with h5py.File(out["labels3d"], "r") as f:
@@ -372,7 +367,7 @@ def test_link_step_rejects_slices_of_different_sizes(tmp_path):
     files = write_slices(tmp_path, grey, labels=np.ones((3, 40, 40), np.uint32))
     io.write_tiff(files[0][1], np.ones((40, 39), np.uint32))
     with pytest.raises(ValueError, match=r"slice_0001/labels.tif: slice is \(40, 39\)"):
-        link_stack(*files, outputs_in(tmp_path / "out"), {"stack": "s", "mode": "grain", "align": False})
+        link_stack(*files, outputs_in(tmp_path / "out"), "s", "grain", None, False, LinkConfig())
 
 
 def test_link_step_writes_3d_measurements(tmp_path):
@@ -380,9 +375,9 @@ def test_link_step_writes_3d_measurements(tmp_path):
     grey = (grey_stack(truth, seed=4) * 255).astype(np.uint8)
     files = write_slices(tmp_path / "in", grey, labels=perturb_labels2d(truth, seed=4))
     out = outputs_in(tmp_path / "out")
-    row = link_stack(*files, out, {"stack": "m", "mode": "grain", "voxel_size_um": VOXEL, "align": False})
+    row = link_stack(*files, out, "m", "grain", VOXEL, False, LinkConfig())
     assert row["boundary_look"] == "dark" and row["refine_boundaries"] == "auto"
-    assert list(pd.read_csv(out["summary"]).columns) == SUMMARY_COLUMNS
+    assert list(pd.read_csv(out["summary"]).columns) == STACK_SUMMARY_COLUMNS
     table = pd.read_csv(out["grains3d"])
     pairs = pd.read_csv(out["neighbours3d"])
     assert (pairs.grain_a < pairs.grain_b).all() and table.n_neighbours.sum() == 2 * len(pairs)

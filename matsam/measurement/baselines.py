@@ -14,29 +14,10 @@ from collections.abc import Callable
 
 import cv2
 import numpy as np
-from scipy import ndimage as ndi
-from skimage.filters import sobel
-from skimage.morphology import h_maxima
-from skimage.segmentation import watershed
+
+from matsam.imaging import blurred, colour_watershed_lines, grey8, otsu_dark
 
 _FOREGROUNDS = ("dark", "bright")
-
-
-def _grey(rgb: np.ndarray) -> np.ndarray:
-    """(H, W) uint8 luminance of an (H, W, 3) uint8 RGB image (an (H, W) image passes through)."""
-    rgb = np.asarray(rgb)
-    if rgb.dtype != np.uint8:
-        raise ValueError(f"expected an 8-bit image, got {rgb.dtype}")
-    if rgb.ndim == 2:
-        return rgb
-    if rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"expected an (H, W, 3) RGB image, got shape {rgb.shape}")
-    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-
-
-def _blur(image: np.ndarray) -> np.ndarray:
-    """Light 5x5 Gaussian smoothing against pixel noise before thresholds and edges."""
-    return cv2.GaussianBlur(image, (5, 5), 0)
 
 
 def _check_foreground(foreground: str) -> None:
@@ -55,7 +36,7 @@ def canny_boundaries(rgb: np.ndarray, sigma: float = 0.33) -> np.ndarray:
     (H, W) bool array
         True on (dilated) edge pixels.
     """
-    grey = _blur(_grey(rgb))
+    grey = blurred(grey8(rgb), 5)
     median = float(np.median(grey))
     low, high = max(0.0, (1 - sigma) * median), min(255.0, (1 + sigma) * median)
     edges = cv2.Canny(grey, low, high)
@@ -70,30 +51,18 @@ def otsu_boundaries(rgb: np.ndarray) -> np.ndarray:
     (H, W) bool array
         True where the blurred grey value is at or below Otsu's threshold.
     """
-    grey = _blur(_grey(rgb))
-    threshold, _ = cv2.threshold(grey, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    return grey <= threshold
+    return otsu_dark(rgb)
 
 
 def watershed_boundaries(rgb: np.ndarray) -> np.ndarray:
-    """Grain boundaries as watershed lines of the colour gradient.
-
-    One marker per grain: the regional maxima (with dynamic >= 2 px) of the distance to the
-    Otsu-dark pixels, i.e. the grain centres. Flooding the gradient from them puts the 1-px
-    watershed lines on the strongest edges between neighbouring centres. The gradient is the
-    per-pixel maximum of the channels' Sobel magnitudes, so that tint-etched grains that differ
-    in hue more than in brightness are separated too (for grey images it is the grey gradient).
+    """Grain boundaries as watershed lines of the colour gradient (`imaging.colour_watershed_lines`).
 
     Returns
     -------
     (H, W) bool array
         True on watershed-line pixels.
     """
-    distance = ndi.distance_transform_edt(~otsu_boundaries(rgb))  # also validates rgb
-    smooth = np.atleast_3d(_blur(np.asarray(rgb))).astype(np.float64)
-    gradient = np.max([sobel(smooth[..., c]) for c in range(smooth.shape[2])], axis=0)
-    markers, _ = ndi.label(h_maxima(distance, 2))
-    return watershed(gradient, markers, watershed_line=True) == 0
+    return colour_watershed_lines(rgb)
 
 
 def otsu_phase(rgb: np.ndarray, foreground: str) -> np.ndarray:
@@ -111,7 +80,7 @@ def otsu_phase(rgb: np.ndarray, foreground: str) -> np.ndarray:
         1 on the phase (``grey <= t`` for dark, ``grey > t`` for bright, as cv2.threshold).
     """
     _check_foreground(foreground)
-    grey = _grey(rgb)
+    grey = grey8(rgb)
     mode = cv2.THRESH_BINARY_INV if foreground == "dark" else cv2.THRESH_BINARY
     _, mask = cv2.threshold(grey, 0, 1, mode + cv2.THRESH_OTSU)
     return mask
@@ -137,7 +106,7 @@ def adaptive_phase(rgb: np.ndarray, foreground: str) -> np.ndarray:
         1 on the phase.
     """
     _check_foreground(foreground)
-    grey = _blur(_grey(rgb))
+    grey = blurred(grey8(rgb), 5)
     block = max(3, min(grey.shape) // 4 | 1)
     offset = 0.2 * float(grey.std())
     if foreground == "dark":  # grey <= mean - offset

@@ -10,6 +10,7 @@ are scored on their labelled pixels only.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -400,3 +401,27 @@ def multiclass_scores(
     per_class = per_class_iou(matched, true, n_classes, ignore)
     scores.update({f"{CLASS_IOU_PREFIX}{k}": float(per_class[k]) for k in range(1, n_classes)})
     return scores
+
+
+METRIC_COLUMNS = ["image", "method", "ari", "vi", "iou", "miou", "f1", "recall"]
+
+
+def score(mode: str, predicted_map: np.ndarray, label: np.ndarray) -> dict[str, float]:
+    """Metrics of one prediction against a label map (255 = unlabelled).
+
+    Phase maps are scored multi-class (classes matched by overlap, `iou_class_<k>` columns) when
+    the label or the prediction has a class id above 1; binary ones exactly as before.
+    """
+    truth, ignore = split_ignore(label)
+    if mode == "grain":
+        return grain_scores(predicted_map.astype(bool), truth.astype(bool), ignore, match_width=True)
+    if max(int(truth.max(initial=0)), int(predicted_map.max(initial=0))) > 1:
+        return multiclass_scores(predicted_map, truth, ignore)
+    return phase_scores((predicted_map > 0).astype(np.uint8), (truth > 0).astype(np.uint8), ignore)
+
+
+def metric_columns(columns: Sequence[str]) -> list[str]:
+    """METRIC_COLUMNS, then the per-class IoU columns among `columns` in class order."""
+    per_class = [c for c in columns if str(c).startswith(CLASS_IOU_PREFIX)
+                 and str(c)[len(CLASS_IOU_PREFIX):].isdigit()]
+    return METRIC_COLUMNS + sorted(set(per_class), key=lambda c: int(c[len(CLASS_IOU_PREFIX):]))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from matsam.segmentation.merge import boundary_map
+from matsam.imaging import boundary_map
 
 
 def label_colors(n: int, seed: int = 0) -> np.ndarray:

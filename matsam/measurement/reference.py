@@ -13,7 +13,7 @@ import os
 import numpy as np
 
 from matsam import io
-from matsam.segmentation.merge import boundary_map
+from matsam.imaging import boundary_map
 
 MAX_PHASE_CLASSES = 16  # an 8-bit phase label with more values than this holds object ids
 

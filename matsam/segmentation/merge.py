@@ -16,12 +16,12 @@ from skimage.filters import threshold_multiotsu
 from skimage.measure import label as connected_label
 from skimage.segmentation import relabel_sequential, watershed
 
-from matsam.config import MergeConfig
-from matsam.measurement.baselines import watershed_boundaries
+from matsam.config import MergeConfig, Mode
+from matsam.imaging import blurred, boundary_map, colour_watershed_lines, grey8
 from matsam.segmentation.crops import Crop
 from matsam.segmentation.masks import CropMasks
 from matsam.segmentation.nms import nms
-from matsam.segmentation.prompts import to_gray8
+from matsam.segmentation.phases import feature_classes
 
 
 @dataclass
@@ -42,6 +42,54 @@ class Candidate:
     def box(self) -> tuple[int, int, int, int]:
         h, w = self.mask.shape
         return self.x0, self.y0, self.x0 + w, self.y0 + h
+
+
+def merge_image(rgb: np.ndarray, crops: list[Crop], crop_masks: list[CropMasks], mode: Mode, cfg: MergeConfig,
+                blur: int, threshold: float = 0.0, foreground: str = "dark") -> tuple[np.ndarray, np.ndarray]:
+    """One image's objects from its crops' masks: labels (H, W) uint32 and the map (H, W) uint8
+    (grain: boundaries 0/1; phase: 0/1, or class ids 0..n_phases-1 with `n_phases` > 2).
+
+    blur, threshold, foreground: the pre-segmentation's smoothing and Otsu split (phase mode).
+    """
+    height, width = rgb.shape[:2]
+    cands = cross_crop_nms(candidates(crops, crop_masks, height, width, cfg), cfg.crop_nms_thresh)
+    if mode == "grain":
+        return merge_grains(cands, rgb, cfg)
+    gray = grey8(rgb)
+    smooth = blurred(gray, blur)
+    side, depth = phase_side(smooth, threshold, foreground)
+    labels, mask = merge_phase(cands, side, cfg, depth)
+    if cfg.n_phases > 2:
+        labels, mask = multiphase_classes(cands, labels, gray, smooth, cfg)
+    return labels, mask
+
+
+def phase_side(smooth: np.ndarray, threshold: float, foreground: str) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels of the smoothed grey image on the phase side of the pre-segmentation threshold,
+    (H, W) bool, and how far each pixel's grey lies into the phase, (H, W) float32: 0 at the
+    threshold, 1 at the mean grey of the phase side, negative on the matrix side."""
+    side = smooth <= threshold if foreground == "dark" else smooth > threshold
+    offset = (threshold - smooth.astype(np.float32)) if foreground == "dark" else (smooth - np.float32(threshold))
+    scale = float(offset[side].mean()) if side.any() else 1.0
+    return side, offset / max(scale, 1e-6)
+
+
+def multiphase_classes(cands: list[Candidate], labels: np.ndarray, gray: np.ndarray, smooth_gray: np.ndarray,
+                       cfg: MergeConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Objects (H, W) uint32 and class map (H, W) uint8 for `cfg.n_phases` > 2 classes.
+
+    labels: the binary merge's phase objects (SAM objects, small ones trimmed to the threshold,
+    missed regions). `phase_classes: features` classes them by their features
+    (phases.feature_classes); `grey` replaces them by the multi-level Otsu split
+    (`merge_multiphase`); `auto` takes the features when they split the objects cleanly into
+    `n_phases - 1` classes and the grey split otherwise: then the phases differ in grey alone,
+    possibly on both sides of the matrix, which one threshold against the matrix cannot find.
+    """
+    if cfg.phase_classes != "grey":
+        classes = feature_classes(labels, gray, cfg)
+        if cfg.phase_classes == "features" or int(classes.max()) == cfg.n_phases - 1:
+            return labels.astype(np.uint32), classes
+    return merge_multiphase(cands, smooth_gray, cfg)
 
 
 def touches_inner_edge(box: np.ndarray, crop: Crop, height: int, width: int, tolerance: int) -> bool:
@@ -129,14 +177,14 @@ def fill_gaps(labels: np.ndarray, rgb: np.ndarray, cfg: MergeConfig) -> np.ndarr
     (benchmarks/README.md). Thin gaps (boundary lines, slivers between masks) go to the
     neighbour across the weaker image gradient, by a watershed flooding from the labels.
     """
-    gray = to_gray8(rgb)
+    gray = grey8(rgb)
     unlabelled = (labels == 0).astype(np.uint8)
     radius = cfg.gap_grain_radius
     if radius > 0 and unlabelled.any():
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
         wide = cv2.morphologyEx(unlabelled, cv2.MORPH_OPEN, kernel)
         if cfg.gap_grains == "watershed":
-            regions = connected_label(~watershed_boundaries(rgb), background=0, connectivity=1)
+            regions = connected_label(~colour_watershed_lines(rgb), background=0, connectivity=1)
             new = drop_thin_pieces(np.where(wide > 0, regions, 0), radius)
             n = int(new.max()) + 1
         else:
@@ -170,18 +218,6 @@ def drop_thin_pieces(pieces: np.ndarray, radius: int) -> np.ndarray:
     thin[0] = False
     pieces[thin[pieces]] = 0
     return relabel_sequential(pieces)[0]
-
-
-def boundary_map(labels: np.ndarray) -> np.ndarray:
-    """One-pixel boundaries: a pixel is marked when its right or lower neighbour has another label.
-
-    Two unmarked 4-neighbours therefore always share a label, so the 4-connected regions of the
-    unmarked pixels reproduce the grains (what the evaluation relies on). (H, W) uint8 0/1.
-    """
-    b = np.zeros(labels.shape, dtype=bool)
-    b[:, :-1] |= labels[:, :-1] != labels[:, 1:]
-    b[:-1, :] |= labels[:-1, :] != labels[1:, :]
-    return b.astype(np.uint8)
 
 
 def merge_grains(cands: list[Candidate], rgb: np.ndarray, cfg: MergeConfig) -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,7 @@ import numpy as np
 from skimage.measure import regionprops
 
 from matsam.config import MergeConfig
-from matsam.segmentation.merge import Candidate, boundary_map, merge_multiphase
+from matsam.imaging import boundary_map
 
 # Two modes closer than this (Ashman's D) are one class seen twice, not two classes: a mixture
 # is bimodal from D = 2, and two Gaussians fitted to a hundred values of one normal population
@@ -26,24 +26,6 @@ MIN_SEPARATION = 2.5
 # a false detection, a scratch) is not a phase.
 MIN_CLASS_OBJECTS = 3
 MIN_CLASS_SHARE = 0.1
-
-
-def multiphase_classes(cands: list[Candidate], labels: np.ndarray, gray: np.ndarray, smooth_gray: np.ndarray,
-                       cfg: MergeConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Objects (H, W) uint32 and class map (H, W) uint8 for `cfg.n_phases` > 2 classes.
-
-    labels: the binary merge's phase objects (SAM objects, small ones trimmed to the threshold,
-    missed regions). `phase_classes: features` classes them by their features; `grey` replaces
-    them by the multi-level Otsu split (merge.merge_multiphase); `auto` takes the features when
-    they split the objects cleanly into `n_phases - 1` classes and the grey split otherwise: then
-    the phases differ in grey alone, possibly on both sides of the matrix, which one threshold
-    against the matrix cannot find.
-    """
-    if cfg.phase_classes != "grey":
-        classes = feature_classes(labels, gray, cfg)
-        if cfg.phase_classes == "features" or int(classes.max()) == cfg.n_phases - 1:
-            return labels.astype(np.uint32), classes
-    return merge_multiphase(cands, smooth_gray, cfg)
 
 
 def object_features(labels: np.ndarray, gray: np.ndarray, names: tuple[str, ...]) -> np.ndarray:

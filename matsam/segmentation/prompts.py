@@ -14,6 +14,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from matsam.config import PromptConfig
+from matsam.imaging import blurred, grey8
 from matsam.segmentation.crops import Crop
 
 
@@ -31,14 +32,6 @@ class Presegmentation:
     threshold: float
     foreground: str
     connectivity: int
-
-
-def to_gray8(rgb: np.ndarray) -> np.ndarray:
-    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if rgb.ndim == 3 else rgb
-
-
-def blurred(gray: np.ndarray, ksize: int) -> np.ndarray:
-    return cv2.GaussianBlur(gray, (ksize, ksize), 0) if ksize > 1 else gray
 
 
 def otsu_threshold(gray: np.ndarray, clip: tuple[float, float] = (1.0, 99.0)) -> float:
@@ -85,7 +78,7 @@ def canny_edges(gray: np.ndarray, cfg: PromptConfig) -> np.ndarray:
 
 def presegment(rgb: np.ndarray, mode: str, cfg: PromptConfig) -> Presegmentation:
     """Canny regions (grain) or the phase side of an Otsu threshold (phase) as labelled regions."""
-    gray = blurred(to_gray8(rgb), cfg.blur)
+    gray = blurred(grey8(rgb), cfg.blur)
     method = cfg.method if cfg.method != "auto" else ("canny" if mode == "grain" else "otsu")
     threshold = otsu_threshold(gray)
     foreground = ""

@@ -27,23 +27,10 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import find_boundaries, watershed
 
-from matsam.volumes.stack3d import LinkConfig, LinkStats, apply_shifts, estimate_shifts, link_slices
+from matsam.config import LinkConfig
+from matsam.volumes.stack3d import LinkStats, apply_shifts, estimate_shifts, link_slices
 
 LINE_CUT_LEVEL = 0.3  # lower than `Evidence.is_line`: a split needs a line cutting a region through
-
-
-@dataclass(frozen=True)
-class ConsistencyConfig:
-    """Stack settings (`link:`) of the consistency steps.
-
-    consistent: run steps 2-4 of the module docstring (1 always runs: summary.csv states it).
-    fragment_slices / fragment_volume: a 3D grain on at most this many slices holding at most
-        this fraction of the median grain volume is a fragment (`absorb_fragments`).
-    """
-
-    consistent: bool = True
-    fragment_slices: int = 2
-    fragment_volume: float = 0.25
 
 
 @dataclass(frozen=True)
@@ -353,22 +340,22 @@ def _renumber(labels: np.ndarray) -> np.ndarray:
     return lut[labels]
 
 
-def link_consistent(labels2d: np.ndarray, grey: np.ndarray, link: LinkConfig, evidence: Evidence,
-                    cfg: ConsistencyConfig = ConsistencyConfig()) -> tuple[np.ndarray, LinkStats, dict[str, int]]:
-    """Align (when `link.align`), split regions cut by lines, link, cut grains at grey-level
+def link_consistent(labels2d: np.ndarray, grey: np.ndarray, cfg: LinkConfig, evidence: Evidence,
+                    align: bool = False) -> tuple[np.ndarray, LinkStats, dict[str, int]]:
+    """Align (when `align`), split regions cut by lines, link, cut grains at grey-level
     jumps, absorb fragments.
 
     labels2d: (z, y, x) per-slice grain labels; grey: (z, y, x) grey slices. Returns uint32 3D
     grain ids, the link statistics (shifts included; n_grains after absorbing) and the counts
     `line_splits`, `grey_cuts` and `fragments_joined`.
     """
-    shifts = estimate_shifts(grey) if link.align else np.zeros((len(grey), 2), np.int64)
-    if link.align:
+    shifts = estimate_shifts(grey) if align else np.zeros((len(grey), 2), np.int64)
+    if align:
         labels2d, grey = apply_shifts(labels2d, shifts), apply_shifts(grey, shifts)
     counts = {"line_splits": 0, "grey_cuts": 0, "fragments_joined": 0}
     if cfg.consistent:
         labels2d, counts["line_splits"] = split_on_lines(labels2d, grey, evidence)
-    labels3d, stats = link_slices(labels2d, replace(link, align=False))
+    labels3d, stats = link_slices(labels2d, cfg)
     if cfg.consistent:
         labels3d, counts["grey_cuts"] = cut_grey_steps(labels3d, grey, evidence)
         labels3d, counts["fragments_joined"] = absorb_fragments(

@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from matsam.volumes.stack3d import grain_table_3d
+
 NEIGHBOUR_COLUMNS = ["grain_a", "grain_b", "shared_faces", "shared_area_um2"]
 
 
@@ -103,3 +105,14 @@ def size_statistics(table: pd.DataFrame, include_face_grains: bool = False) -> d
         "p90_grain_volume_vox": float(np.percentile(volume, 90)),
         "mean_equivalent_sphere_diameter_um": float(esd.mean()) if np.isfinite(esd).all() else None,
     }
+
+
+def grain_measurements(labels3d: np.ndarray, voxel: tuple[float, float, float] | None
+                       ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """grains3d table (sizes, n_neighbours, boundary area, best-fit ellipsoid) and the
+    neighbour pairs (neighbours3d.csv) of a 3D label volume."""
+    table = grain_table_3d(labels3d, voxel)
+    pairs = neighbour_pairs(labels3d, voxel)
+    extra = pd.concat([neighbour_counts(pairs, table["label"]),
+                       ellipsoids(labels3d, voxel).drop(columns="label")], axis=1)
+    return pd.concat([table.reset_index(drop=True), extra], axis=1), pairs

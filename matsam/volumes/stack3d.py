@@ -15,27 +15,11 @@ import cv2
 import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
+from skimage.measure import label as connected_label
 from skimage.measure import regionprops_table
-from skimage.segmentation import find_boundaries
+from skimage.segmentation import find_boundaries, watershed
 
-
-@dataclass(frozen=True)
-class LinkConfig:
-    """How 2D regions of consecutive slices are linked into 3D grains.
-
-    min_overlap: two regions on consecutive slices may be linked when their IoU (intersection
-        over union, in pixels) is at least this.
-    max_gap: a region may also continue a grain that was last seen up to this many slices
-        earlier, bridging slices where the 2D segmenter missed the grain or fused it with a
-        neighbour (0: consecutive slices only).
-    gap_min_overlap: IoU needed for such a link across skipped slices.
-    align: register the slices by phase correlation (`estimate_shifts`) before linking.
-    """
-
-    min_overlap: float = 0.3
-    max_gap: int = 1
-    gap_min_overlap: float = 0.5
-    align: bool = False
+from matsam.config import LinkConfig
 
 
 @dataclass(frozen=True)
@@ -96,17 +80,19 @@ def apply_shifts(volume: np.ndarray, shifts: np.ndarray, fill: float = 0) -> np.
 
 def link_slices(
     labels2d: np.ndarray | Sequence[np.ndarray],
-    cfg: LinkConfig = LinkConfig(),
+    cfg: LinkConfig | None = None,
     grey: np.ndarray | None = None,
+    align: bool = False,
 ) -> tuple[np.ndarray, LinkStats]:
     """Link per-slice 2D instance labels into 3D grains.
 
     labels2d: (z, y, x) non-negative integer labels, 0 = boundary/background, ids independent
         per slice (any values up to 2**32 - 1).
-    grey: (z, y, x[, c]) images to align on when `cfg.align`; without them the label boundaries
+    grey: (z, y, x[, c]) images to align on when `align`; without them the label boundaries
         are aligned.
+    align: register the slices by phase correlation (`estimate_shifts`) before linking.
     Returns uint32 (z, y, x) grain ids 1..N, numbered in order of first appearance (in the
-    aligned frame when `cfg.align`; `stats.shifts` registers `grey` the same way), and stats.
+    aligned frame when `align`; `stats.shifts` registers `grey` the same way), and stats.
 
     Each slice is matched one-to-one to the grains still open: those present on the previous
     slice (candidate when IoU >= `min_overlap`) and, with `max_gap`, those last seen a few
@@ -117,6 +103,7 @@ def link_slices(
     the merged slice when `max_gap` >= 1 (the joint assignment keeps such identities from
     swapping).
     """
+    cfg = cfg or LinkConfig()
     labels = np.asarray(labels2d)
     if labels.ndim != 3 or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"labels2d must be integer (z, y, x), got {labels.dtype} {labels.shape}")
@@ -124,7 +111,7 @@ def link_slices(
         raise ValueError(f"grey {np.shape(grey)} does not match labels2d {labels.shape}")
     n_z = labels.shape[0]
     shifts = np.zeros((n_z, 2), np.int64)
-    if cfg.align:
+    if align:
         shifts = estimate_shifts(_boundary_images(labels) if grey is None else grey)
         labels = apply_shifts(labels, shifts)
 
@@ -338,3 +325,36 @@ def orthogonal_views(
             rgb = cv2.resize(rgb, (rgb.shape[1], rows), interpolation=cv2.INTER_NEAREST)
         views[name] = rgb
     return views
+
+
+def refine_boundaries(labels: np.ndarray, grey: np.ndarray, lines: str, width: int = 1) -> np.ndarray:
+    """Move a slice's grain boundaries onto the grey image's boundary lines.
+
+    labels: (y, x) grain labels covering every pixel; grey: (y, x) image; lines: "dark" or
+    "bright" (the colour of the boundary lines). Pixels within `width` + 1 px of a label change
+    are unassigned and flooded back from the grains' interiors by a watershed on the (lightly
+    smoothed) intensity, so that neighbours meet on the line's darkest (brightest) pixels: a
+    2D segmenter's masks tend to swallow the whole line on one side. Grains lying entirely in
+    that band keep their pixels.
+    """
+    band = find_boundaries(labels, mode="thick").astype(np.uint8)
+    if width > 0:
+        band = cv2.dilate(band, np.ones((2 * width + 1, 2 * width + 1), np.uint8))
+    markers = labels.astype(np.int64)
+    markers[band > 0] = 0
+    lost = np.setdiff1d(np.unique(labels), np.unique(markers))
+    if lost.size:
+        keep = np.isin(labels, lost)
+        markers[keep] = labels[keep]
+    smooth = cv2.GaussianBlur(grey.astype(np.float32), (3, 3), 0)
+    return watershed(-smooth if lines == "dark" else smooth, markers=markers).astype(labels.dtype)
+
+
+def phase_objects_3d(masks: np.ndarray,
+                     shifts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """3D objects of a phase stack: the 6-connected components of equal class ids of the
+    (z, y, x) per-slice phase masks (0 = matrix), after moving slice z by `shifts[z]` when given.
+    Returns uint32 labels and, for multi-phase stacks (class ids above 1), each voxel's class."""
+    moved = apply_shifts(masks, shifts) if shifts is not None else masks
+    labels = connected_label(moved, background=0, connectivity=1).astype(np.uint32)
+    return labels, (moved if masks.max(initial=0) > 1 else None)

@@ -8,17 +8,20 @@ Stacks are (z, y, x) or (z, y, x, c) arrays in the file's own dtype; voxel sizes
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import h5py
 import numpy as np
 import tifffile
 
-from matsam.io import atomic_path
+from matsam import imaging
+from matsam.io import atomic_path, read_image
 
 _SLICE_EXTS = {
     ".tif": "TIFF",
@@ -28,7 +31,8 @@ _SLICE_EXTS = {
     ".jpeg": "JPEG",
     ".bmp": "BMP",
 }
-_H5_SPEC = re.compile(r"^(.*?\.(?:h5|hdf5|hdf|he5))(?::(.*))?$", re.IGNORECASE)
+SLICE_SUFFIXES = tuple(_SLICE_EXTS)
+H5_SPEC = re.compile(r"^(.*?\.(?:h5|hdf5|hdf|he5))(?::(.*))?$", re.IGNORECASE)
 _SLICE_NAME = re.compile(r"^slice_\d+\.tif$")
 
 
@@ -42,7 +46,7 @@ def read_stack(spec: str | os.PathLike) -> np.ndarray:
     ValueError naming the slice (file or page) whose shape or dtype differs from the first.
     """
     spec = os.fspath(spec)
-    h5 = _H5_SPEC.match(spec)
+    h5 = H5_SPEC.match(spec)
     if h5:
         return _read_h5(Path(h5.group(1)), h5.group(2))
     path = Path(spec)
@@ -83,6 +87,79 @@ def export_slices(spec: str | os.PathLike, out_dir: str | os.PathLike) -> list[P
         if _SLICE_NAME.match(stale.name) and stale not in keep:
             stale.unlink()
     return paths
+
+
+EXPORT_STAMP_VERSION = 1
+
+
+def source_identity(spec: str) -> dict[str, Any]:
+    """Names, sizes and modification times of the files a stack is read from (stat only)."""
+    h5 = H5_SPEC.match(spec)
+    path = Path(h5.group(1)) if h5 else Path(spec)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in _SLICE_EXTS and p.is_file()
+                       and not p.name.startswith("."))
+    else:
+        files = [path] if path.is_file() else []
+    return {"spec": spec, "files": [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]}
+
+
+def export_if_changed(spec: str, out_dir: str | os.PathLike) -> list[Path]:
+    """Export the stack's slices to out_dir/slice_0000.tif ... (`export_slices`) unless the stamp
+    out_dir/source.json shows that its source files are unchanged since the last export; returns
+    the slice files in z order.
+
+    The stamp keeps the DAG build cheap: Snakemake parses the workflow again in every cluster
+    job, and reading a stack of hundreds of micrographs each time would dominate. A changed
+    source is read again in full, but only the slices whose bytes changed are rewritten, so only
+    their jobs rerun. Raises ValueError for slices that are not 2D grey or RGB(A) images of at
+    least 16 x 16 px.
+    """
+    out = Path(out_dir)
+    stamp_file = out / "source.json"
+    identity = {"version": EXPORT_STAMP_VERSION, **source_identity(spec)}
+    try:
+        stamp = json.loads(stamp_file.read_text())
+    except (OSError, ValueError):
+        stamp = None
+    if isinstance(stamp, dict) and {k: stamp.get(k) for k in identity} == identity:
+        paths = [out / f"slice_{z:04d}.tif" for z in range(int(stamp["n_slices"]))]
+        if paths and all(p.is_file() for p in paths):
+            return paths
+    paths = export_slices(spec, out)
+    with tifffile.TiffFile(paths[0]) as tif:
+        shape = tif.pages[0].shape
+    if len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] not in (3, 4)) or min(shape[:2]) < 16:
+        raise ValueError(f"slices must be 2D grey or RGB(A) images of at least 16x16 px, "
+                         f"got slice shape {shape} from {spec}")
+    with atomic_path(stamp_file) as tmp:
+        tmp.write_text(json.dumps({**identity, "n_slices": len(paths), "slice_shape": list(shape)}, indent=1))
+    return paths
+
+
+def read_slices(files: Sequence[str | os.PathLike], kind: str) -> np.ndarray:
+    """Stack per-slice images of the 2D pipeline into one (z, y, x) array; a slice of another
+    size is an error naming it. kind: "labels" (uint32 TIFF), "mask" (0/1 or class-id PNG ->
+    uint8) or "grey" (RGB PNG -> uint8 grey)."""
+    first = None
+    out = None
+    for z, f in enumerate(files):
+        image = read_image(f)
+        if kind == "grey":
+            image = imaging.grey8(image.astype(np.uint8, copy=False))
+        elif kind == "mask":  # 0/1 masks, and multi-phase class maps as uint8 class ids
+            image = image.astype(np.uint8, copy=False)
+        else:
+            image = image.astype(np.uint32, copy=False)
+        if out is None:
+            first = f
+            out = np.empty((len(files), *image.shape), image.dtype)
+        elif image.shape != out.shape[1:]:
+            raise ValueError(f"{f}: slice is {image.shape}, but {first} is {out.shape[1:]}")
+        out[z] = image
+    if out is None:
+        raise ValueError("a stack needs at least one slice")
+    return out
 
 
 def write_labels_h5(

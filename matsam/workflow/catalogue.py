@@ -1,7 +1,9 @@
-"""What the Snakefile needs from the config: the dataset catalogue and per-stage settings.
+"""What the Snakefile needs from the config: the datasets, the stacks and their SAM shards.
 
 Everything here runs when the DAG is built, before any job: an unknown key, a missing folder or
 an image without its label is reported then, by name, instead of failing a job hours later.
+Validation against the schema is `matsam.workflow.schema.validate`; the settings themselves are
+the dataclasses of `matsam.config`.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping
 
-from matsam.config import ConfigError, MethodConfig, as_dict, merge_sections, method_config
+from matsam.config import ConfigError, LinkConfig, MethodConfig, as_dict, build, merge_sections, method_config
 from matsam.io import IMAGE_SUFFIXES, list_images
 from matsam.segmentation.crops import n_crops
+from matsam.volumes.stackio import export_if_changed
 
-SCHEMA = Path(__file__).parents[1] / "schemas" / "config.schema.yaml"
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+# Dataset, stack and image names: they become folder names and Snakemake wildcards.
+NAME_PATTERN = "[A-Za-z0-9][A-Za-z0-9_.+-]*"
+NAME = re.compile(f"^{NAME_PATTERN}$")
 MAP_NAME = {"grain": "boundaries", "phase": "phase"}
 
 
@@ -55,23 +59,10 @@ class Dataset:
     def shard_of(self, image: str) -> str:
         return self._shard_of[image]
 
-    def stage(self, *sections: str) -> dict[str, Any]:
-        """The settings of some stages as a plain dict (Snakemake `params`: changing one of them
-        reruns just the rules that use it)."""
-        full = as_dict(self.method)
-        return {"mode": self.mode, **{s: full[s] for s in sections}}
-
-
-def check_config(config: Mapping[str, Any]) -> None:
-    """Raise ConfigError with one line (where, what) for the first schema violation."""
-    import jsonschema
-    import yaml
-
-    schema = yaml.safe_load(SCHEMA.read_text())
-    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(dict(config)))
-    if error is not None:
-        where = ".".join(str(p) for p in error.absolute_path) or "top level"
-        raise ConfigError(f"{where}: {error.message}")
+    def section(self, name: str) -> dict[str, Any]:
+        """One stage section as a plain dict (a rule's `params`: changing a value reruns just the
+        rules that take the section)."""
+        return as_dict(getattr(self.method, name))
 
 
 def find_label(folder: Path, stem: str) -> Path | None:
@@ -130,20 +121,7 @@ def load_catalog(config: Mapping[str, Any], base: str | Path = ".") -> dict[str,
     }
 
 
-def method_from_params(params: Mapping[str, Any]) -> MethodConfig:
-    """Rebuild a stage's MethodConfig from the dict produced by `Dataset.stage`."""
-    sections = {k: v for k, v in params.items() if k != "mode"}
-    return method_config(params["mode"], sections, where="params")
-
-
 # --- serial-section stacks --------------------------------------------------------------------
-
-STACK_STAMP_VERSION = 1
-LINK_DEFAULTS = {"min_overlap": 0.3, "max_gap": 1, "gap_min_overlap": 0.5, "refine_boundaries": "auto",
-                 "consistent": True, "fragment_slices": 2, "fragment_volume": 0.25, "include_face_grains": False}
-_H5_FILE = re.compile(r"^(.*?\.(?:h5|hdf5|hdf|he5))(?::(.*))?$", re.IGNORECASE)
-_SLICE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
-
 
 @dataclass(frozen=True)
 class Stack:
@@ -155,7 +133,7 @@ class Stack:
     dataset: Dataset  # the exported slices, slice_0000 ... in z order
     voxel_size_um: tuple[float, float, float] | None = None
     align: bool = False
-    link: dict[str, Any] = field(default_factory=lambda: dict(LINK_DEFAULTS))
+    link: LinkConfig = field(default_factory=LinkConfig)
 
     @property
     def mode(self) -> str:
@@ -165,17 +143,6 @@ class Stack:
     def n_slices(self) -> int:
         return len(self.dataset.images)
 
-    def params(self) -> dict[str, Any]:
-        """What link_stack needs besides its input files (Snakemake `params`: editing one of
-        them reruns only link_stack)."""
-        return {
-            "stack": self.name,
-            "mode": self.mode,
-            "voxel_size_um": list(self.voxel_size_um) if self.voxel_size_um else None,
-            "align": self.align,
-            **self.link,
-        }
-
 
 def slices_dataset_name(stack: str) -> str:
     """The dataset that holds a stack's slices: results land in <results>/<stack>/slices/, next
@@ -183,60 +150,14 @@ def slices_dataset_name(stack: str) -> str:
     return f"{stack}/slices"
 
 
-def _source_identity(spec: str) -> dict[str, Any]:
-    """Sizes and modification times of the files a stack is read from (cheap: stat only)."""
-    h5 = _H5_FILE.match(spec)
-    path = Path(h5.group(1)) if h5 else Path(spec)
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in _SLICE_SUFFIXES and p.is_file()
-                       and not p.name.startswith("."))
-    else:
-        files = [path] if path.is_file() else []
-    return {"spec": spec, "files": [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]}
-
-
 def export_stack(name: str, spec: str, out_dir: str | Path) -> list[Path]:
-    """Export the stack's slices to out_dir/slice_0000.tif ... (see `stackio.export_slices`)
-    unless the stamp out_dir/source.json shows that the source files are unchanged since the
-    last export; returns the slice files in z order.
-
-    The stamp keeps the DAG build cheap: Snakemake parses the workflow again in every cluster
-    job, and reading a stack of hundreds of micrographs each time would dominate. A changed
-    source is read again in full, but only the slices whose bytes changed are rewritten, so only
-    their jobs rerun.
-    """
-    import json
-
-    import tifffile
-
-    from matsam.io import atomic_path
-    from matsam.volumes import stackio
-
-    where = f"stacks.{name}.path"
-    out = Path(out_dir)
-    stamp_file = out / "source.json"
-    identity = {"version": STACK_STAMP_VERSION, **_source_identity(spec)}
+    """The stack's slice files, exported where its source changed (`stackio.export_if_changed`);
+    a stack that cannot be read is a ConfigError naming it."""
     try:
-        stamp = json.loads(stamp_file.read_text())
-    except (OSError, ValueError):
-        stamp = None
-    if isinstance(stamp, dict) and {k: stamp.get(k) for k in identity} == identity:
-        paths = [out / f"slice_{z:04d}.tif" for z in range(int(stamp["n_slices"]))]
-        if paths and all(p.is_file() for p in paths):
-            return paths
-    try:
-        paths = stackio.export_slices(spec, out)
+        return export_if_changed(spec, out_dir)
     except (OSError, KeyError, ValueError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        raise ConfigError(f"{where}: {message}") from None
-    with tifffile.TiffFile(paths[0]) as tif:
-        shape = tif.pages[0].shape
-    if len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] not in (3, 4)) or min(shape[:2]) < 16:
-        raise ConfigError(f"{where}: slices must be 2D grey or RGB(A) images of at least 16x16 px, "
-                          f"got slice shape {shape} from {spec}")
-    with atomic_path(stamp_file) as tmp:
-        tmp.write_text(json.dumps({**identity, "n_slices": len(paths), "slice_shape": list(shape)}, indent=1))
-    return paths
+        raise ConfigError(f"stacks.{name}.path: {message}") from None
 
 
 def load_stack(name: str, entry: Mapping[str, Any], defaults: Mapping[str, Any], base: Path,
@@ -251,8 +172,8 @@ def load_stack(name: str, entry: Mapping[str, Any], defaults: Mapping[str, Any],
     if voxel is not None and voxel[1] == voxel[2]:  # square pixels: the slices' 2D µm columns too
         overrides = merge_sections(overrides, {"quantify": {"pixel_size_um": voxel[1]}})
     method = method_config(mode, overrides, where=where)
-    link = {**LINK_DEFAULTS, **(entry.get("link") or {})}
-    if link["refine_boundaries"] in ("dark", "bright") and mode != "grain":
+    link = build(LinkConfig, entry.get("link"), f"{where}.link")
+    if link.refine_boundaries in ("dark", "bright") and mode != "grain":
         raise ConfigError(f"{where}.link.refine_boundaries: only for grain stacks (this one is {mode})")
     spec = str(entry["path"])
     source = spec if Path(spec).is_absolute() else str(base / spec)

@@ -1,8 +1,9 @@
-"""The pipeline's steps as file-to-file functions.
+"""The pipeline's steps as file-to-file functions, for 2D images and 3D stacks.
 
-Each Snakemake rule calls exactly one of these (through a short script in `scripts/`), and the
-`matsam segment` CLI calls them in sequence, so both run the same code. Every step reads its
-inputs, calls the pure functions of the other modules, and writes its outputs atomically.
+Each Snakemake rule calls exactly one of these (through its own short script `scripts/<rule>.py`),
+and the `matsam segment` CLI calls them in sequence, so both run the same code. Every step takes
+only the config sections it uses, reads its inputs, calls the algorithms of the other modules,
+and writes its outputs atomically.
 """
 
 from __future__ import annotations
@@ -10,20 +11,33 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from matsam import io
-from matsam.config import MethodConfig
-from matsam.measurement import astm, baselines, coco, metrics, quantify, reference, shape
+from matsam import imaging, io
+from matsam.config import (
+    CropConfig,
+    LinkConfig,
+    MergeConfig,
+    MethodConfig,
+    Mode,
+    ModelConfig,
+    PromptConfig,
+    QuantifyConfig,
+    ReadConfig,
+    SamConfig,
+)
+from matsam.measurement import astm, baselines, coco, quantify, reference, shape
+from matsam.measurement.metrics import METRIC_COLUMNS, metric_columns, score
 from matsam.measurement.overlay import overlay
-from matsam.segmentation import phases, prompts
+from matsam.segmentation import merge, prompts
 from matsam.segmentation.crops import Crop, crop_boxes
 from matsam.segmentation.masks import CropMasks
-from matsam.segmentation.merge import candidates, cross_crop_nms, merge_grains, merge_phase
+from matsam.volumes import consistency, measure3d, stack3d, stackio
 
 if TYPE_CHECKING:
     from matsam.segmentation.sam import Decoder, Encoder, Segmenter
@@ -31,19 +45,18 @@ if TYPE_CHECKING:
 log = logging.getLogger("matsam")
 
 PathLike = str | Path
-METRIC_COLUMNS = ["image", "method", "ari", "vi", "iou", "miou", "f1", "recall"]
 
 
-def prepare_image(src: PathLike, dst: PathLike, cfg: MethodConfig) -> None:
+def prepare_image(src: PathLike, dst: PathLike, read: ReadConfig) -> None:
     """Any supported micrograph -> 8-bit RGB PNG, the one image every later step reads."""
     raw = io.read_image(src)
-    io.write_png(dst, io.to_rgb8(raw, cfg.read.scale16, cfg.read.percentiles))
+    io.write_png(dst, io.to_rgb8(raw, read.scale16, read.percentiles))
 
 
-def plan_crops(image: PathLike, dst: PathLike, cfg: MethodConfig) -> None:
+def plan_crops(image: PathLike, dst: PathLike, crops: CropConfig) -> None:
     rgb = io.read_image(image)
     height, width = rgb.shape[:2]
-    boxes = crop_boxes(height, width, cfg.crops.n_layers, cfg.crops.overlap_ratio)
+    boxes = crop_boxes(height, width, crops.n_layers, crops.overlap_ratio)
     io.write_json(dst, {"height": height, "width": width, "crops": [c.as_dict() for c in boxes]})
 
 
@@ -51,13 +64,13 @@ def read_crops(path: PathLike) -> list[Crop]:
     return [Crop(**c) for c in io.read_json(path)["crops"]]
 
 
-def make_prompts(image: PathLike, crops_file: PathLike, dst: PathLike, cfg: MethodConfig) -> None:
+def make_prompts(image: PathLike, crops_file: PathLike, dst: PathLike, mode: Mode, cfg: PromptConfig) -> None:
     """Pre-segment once on the whole image, then write each crop's prompts in its own frame."""
     rgb = io.read_image(image)
-    pre = prompts.presegment(rgb, cfg.mode, cfg.prompts)
+    pre = prompts.presegment(rgb, mode, cfg)
     arrays: dict[str, np.ndarray] = {"threshold": np.float64(pre.threshold), "foreground": np.str_(pre.foreground)}
     for crop in read_crops(crops_file):
-        for key, value in prompts.crop_prompts(pre, crop, cfg.prompts).items():
+        for key, value in prompts.crop_prompts(pre, crop, cfg).items():
             arrays[f"{key}_{crop.index}"] = value
         log.info("crop %d: %d prompts (%d seeds)", crop.index, len(arrays[f"points_{crop.index}"]),
                  int(arrays[f"n_seed_{crop.index}"]))
@@ -74,38 +87,39 @@ def embedding_file(embeddings_dir: PathLike, name: str, crop_index: int) -> Path
     return Path(embeddings_dir) / name / f"crop_{crop_index}.npy"
 
 
-def sam_windows(image: PathLike, crops_file: PathLike, cfg: MethodConfig) -> Iterator[tuple[Crop, np.ndarray]]:
+def sam_windows(image: PathLike, crops_file: PathLike, read: ReadConfig) -> Iterator[tuple[Crop, np.ndarray]]:
     """Each crop of a prepared image as SAM sees it (contrast-stretched when `read.stretch`)."""
     rgb = io.read_image(image)
-    if cfg.read.stretch:
-        rgb = io.stretch_contrast(rgb, cfg.read.percentiles)
+    if read.stretch:
+        rgb = io.stretch_contrast(rgb, read.percentiles)
     for crop in read_crops(crops_file):
         yield crop, np.ascontiguousarray(rgb[crop.y0 : crop.y1, crop.x0 : crop.x1])
 
 
 def embed_images(names: Sequence[str], images: Sequence[PathLike], crops_files: Sequence[PathLike],
-                 embeddings_dir: PathLike, cfg: MethodConfig, encoder: "Encoder | None" = None) -> None:
+                 embeddings_dir: PathLike, read: ReadConfig, model: ModelConfig,
+                 encoder: "Encoder | None" = None) -> None:
     """One SAM encoder job: load the model once and write every crop's image embedding."""
     from matsam.segmentation.sam import Encoder
 
-    encoder = encoder or Encoder.from_config(cfg.model)
+    encoder = encoder or Encoder.from_config(model)
     for name, image, crops_file in zip(names, images, crops_files, strict=True):
         start = time.perf_counter()
         crops = 0
-        for crop, window in sam_windows(image, crops_file, cfg):
+        for crop, window in sam_windows(image, crops_file, read):
             io.write_npy(embedding_file(embeddings_dir, name, crop.index), encoder.embed(window).cpu().numpy())
             crops += 1
         log.info("%s: %d crop embedding(s) in %.1f s", name, crops, time.perf_counter() - start)
 
 
 def segment_images(names: Sequence[str], crops_files: Sequence[PathLike], prompts_files: Sequence[PathLike],
-                   embeddings_dir: PathLike, masks_dir: PathLike, cfg: MethodConfig,
+                   embeddings_dir: PathLike, masks_dir: PathLike, model: ModelConfig, sam: SamConfig,
                    decoder: "Decoder | None" = None) -> None:
     """One SAM decoder job: decode every crop's prompts from its stored embedding and write the
     crop's masks (bit-packed, with scores and boxes) to its own file (`mask_file`)."""
     from matsam.segmentation.sam import Decoder
 
-    decoder = decoder or Decoder.from_config(cfg.model)
+    decoder = decoder or Decoder.from_config(model)
     for name, crops_file, prompts_file in zip(names, crops_files, prompts_files, strict=True):
         start = time.perf_counter()
         points = io.read_npz(prompts_file)
@@ -113,7 +127,7 @@ def segment_images(names: Sequence[str], crops_files: Sequence[PathLike], prompt
         for crop in read_crops(crops_file):
             features = io.read_npy(embedding_file(embeddings_dir, name, crop.index))
             crop_points = points[f"points_{crop.index}"]
-            masks = decoder.decode(features, (crop.height, crop.width), crop_points, cfg.sam,
+            masks = decoder.decode(features, (crop.height, crop.width), crop_points, sam,
                                    points[f"n_seed_{crop.index}"])
             io.write_npz(mask_file(masks_dir, name, crop.index), **masks.to_arrays())
             prompted, decoded, kept = prompted + len(crop_points), decoded + masks.decoded, kept + len(masks)
@@ -125,50 +139,28 @@ def embed_and_segment(names: Sequence[str], images: Sequence[PathLike], crops_fi
                       prompts_files: Sequence[PathLike], embeddings_dir: PathLike, masks_dir: PathLike,
                       cfg: MethodConfig, segmenter: "Segmenter") -> None:
     """Both SAM steps in one process with one loaded model (the CLI, benchmarks)."""
-    embed_images(names, images, crops_files, embeddings_dir, cfg, segmenter.encoder)
-    segment_images(names, crops_files, prompts_files, embeddings_dir, masks_dir, cfg, segmenter.decoder)
+    embed_images(names, images, crops_files, embeddings_dir, cfg.read, cfg.model, segmenter.encoder)
+    segment_images(names, crops_files, prompts_files, embeddings_dir, masks_dir, cfg.model, cfg.sam,
+                   segmenter.decoder)
 
 
 def merge_masks(image: PathLike, crops_file: PathLike, prompts_file: PathLike, masks_dir: PathLike, name: str,
-                labels_out: PathLike, map_out: PathLike, cfg: MethodConfig) -> None:
-    """Cross-crop NMS and post-processing into labels.tif plus boundaries.png or phase.png (0/1,
-    or class ids 0..n_phases-1 with `merge.n_phases` > 2: from the objects' features or the grey
-    levels, `merge.phase_classes`)."""
+                labels_out: PathLike, map_out: PathLike, mode: Mode, cfg: MergeConfig, blur: int,
+                pixel_size_um: float | None) -> None:
+    """Cross-crop NMS and post-processing (`merge.merge_image`) into labels.tif plus
+    boundaries.png or phase.png; `blur` is the pre-segmentation's (prompts.blur)."""
     rgb = io.read_image(image)
-    gray = prompts.to_gray8(rgb)
-    height, width = gray.shape
     crops = read_crops(crops_file)
     crop_masks = [CropMasks.from_arrays(io.read_npz(mask_file(masks_dir, name, c.index))) for c in crops]
-    cands = cross_crop_nms(candidates(crops, crop_masks, height, width, cfg.merge), cfg.merge.crop_nms_thresh)
-    if cfg.mode == "grain":
-        labels, mask = merge_grains(cands, rgb, cfg.merge)
-    else:
-        pre = io.read_npz(prompts_file)
-        threshold, foreground = float(pre["threshold"]), str(pre["foreground"])
-        side, depth = phase_side(gray, threshold, foreground, cfg)
-        labels, mask = merge_phase(cands, side, cfg.merge, depth)
-        if cfg.merge.n_phases > 2:
-            smooth = prompts.blurred(gray, cfg.prompts.blur)
-            labels, mask = phases.multiphase_classes(cands, labels, gray, smooth, cfg.merge)
-    n_objects = int(np.unique(labels[labels > 0]).size)
-    log.info("%d candidate masks after cross-crop NMS -> %d objects", len(cands), n_objects)
-    io.write_tiff(labels_out, labels, cfg.quantify.pixel_size_um)
+    pre = io.read_npz(prompts_file)
+    labels, mask = merge.merge_image(rgb, crops, crop_masks, mode, cfg, blur, float(pre["threshold"]),
+                                     str(pre["foreground"]))
+    log.info("%s: %d objects", name, int(np.unique(labels[labels > 0]).size))
+    io.write_tiff(labels_out, labels, pixel_size_um)
     io.write_png(map_out, mask)
 
 
-def phase_side(gray: np.ndarray, threshold: float, foreground: str,
-               cfg: MethodConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Pixels on the phase side of the pre-segmentation threshold, (H, W) bool, and how far each
-    pixel's grey lies into the phase, (H, W) float32: 0 at the threshold, 1 at the mean grey of
-    the phase side, negative on the matrix side."""
-    smooth = prompts.blurred(gray, cfg.prompts.blur)
-    side = smooth <= threshold if foreground == "dark" else smooth > threshold
-    offset = (threshold - smooth.astype(np.float32)) if foreground == "dark" else (smooth - np.float32(threshold))
-    scale = float(offset[side].mean()) if side.any() else 1.0
-    return side, offset / max(scale, 1e-6)
-
-
-def draw_overlay(image: PathLike, labels_file: PathLike, map_file: PathLike, dst: PathLike, mode: str) -> None:
+def draw_overlay(image: PathLike, labels_file: PathLike, map_file: PathLike, dst: PathLike, mode: Mode) -> None:
     rgb = io.read_image(image)
     labels = io.read_image(labels_file).astype(np.int64)
     boundaries = io.read_image(map_file) if mode == "grain" else None
@@ -179,60 +171,40 @@ def draw_overlay(image: PathLike, labels_file: PathLike, map_file: PathLike, dst
 
 
 def quantify_objects(raw_image: PathLike, labels_file: PathLike, map_file: PathLike, objects_out: PathLike,
-                     summary_out: PathLike, cfg: MethodConfig, image_name: str,
+                     summary_out: PathLike, mode: Mode, cfg: QuantifyConfig, image_name: str,
                      coco_out: PathLike | None = None) -> None:
     """Per-object table in the image's own intensity units (with the shape columns), the image's
     summary row (with the ASTM counts in grain mode), and the COCO export of its objects."""
-    intensity = io.to_gray(io.read_image(raw_image))
+    intensity = imaging.grey_intensity(io.read_image(raw_image))
     labels = io.read_image(labels_file).astype(np.int64)
-    pixel = cfg.quantify.pixel_size_um
+    pixel = cfg.pixel_size_um
     table = quantify.object_table(labels, intensity, pixel)
     table = pd.concat([table, shape.shape_table(labels, table["perimeter_px"].to_numpy())], axis=1)
     if pixel is not None:
         table["feret_max_um"], table["feret_min_um"] = table["feret_max_px"] * pixel, table["feret_min_px"] * pixel
-    phase = io.read_image(map_file) if cfg.mode == "phase" else None
+    phase = io.read_image(map_file) if mode == "phase" else None
     if phase is not None and phase.max(initial=0) > 1:  # multi-phase: each object's class
         table.insert(1, "class", quantify.object_classes(labels, phase)[1])
     io.write_csv(objects_out, table)
-    row = {"image": image_name, "mode": cfg.mode, **quantify.image_summary(labels, cfg.mode, pixel, phase)}
-    if cfg.mode == "grain":
+    row = {"image": image_name, "mode": mode, **quantify.image_summary(labels, mode, pixel, phase)}
+    if mode == "grain":
         row.update(astm.field_counts(labels, pixel), unlabelled_fraction=float(np.mean(labels == 0)))
     io.write_json(summary_out, row)
     if coco_out is not None:
-        io.write_json(coco_out, coco.coco_document(labels, Path(raw_image).name, cfg.mode, phase, pixel))
+        io.write_json(coco_out, coco.coco_document(labels, Path(raw_image).name, mode, phase, pixel))
     log.info("%s: %d objects measured", image_name, len(table))
 
 
-def score(mode: str, predicted_map: np.ndarray, label: np.ndarray) -> dict[str, float]:
-    """Metrics of one prediction against a label map (255 = unlabelled).
-
-    Phase maps are scored multi-class (classes matched by overlap, `iou_class_<k>` columns) when
-    the label or the prediction has a class id above 1; binary ones exactly as before.
-    """
-    truth, ignore = metrics.split_ignore(label)
-    if mode == "grain":
-        return metrics.grain_scores(predicted_map.astype(bool), truth.astype(bool), ignore, match_width=True)
-    if max(int(truth.max(initial=0)), int(predicted_map.max(initial=0))) > 1:
-        return metrics.multiclass_scores(predicted_map, truth, ignore)
-    return metrics.phase_scores((predicted_map > 0).astype(np.uint8), (truth > 0).astype(np.uint8), ignore)
-
-
-def metric_columns(columns: Sequence[str]) -> list[str]:
-    """METRIC_COLUMNS, then the per-class IoU columns among `columns` in class order."""
-    per_class = [c for c in columns if str(c).startswith(metrics.CLASS_IOU_PREFIX)
-                 and str(c)[len(metrics.CLASS_IOU_PREFIX):].isdigit()]
-    return METRIC_COLUMNS + sorted(set(per_class), key=lambda c: int(c[len(metrics.CLASS_IOU_PREFIX):]))
-
-
 def evaluate_image(image: PathLike, map_file: PathLike, label_file: PathLike, prompts_file: PathLike,
-                   dst: PathLike, cfg: MethodConfig, image_name: str, methods: Sequence[str]) -> None:
+                   dst: PathLike, mode: Mode, image_name: str, methods: Sequence[str]) -> None:
     """Score matsam and the classic baselines on one labelled image; one row per method."""
     rgb = io.read_image(image)
-    label = reference.read_reference(label_file, cfg.mode, rgb.shape[:2])
-    rows = [{"image": image_name, "method": "matsam", **score(cfg.mode, io.read_image(map_file), label)}]
-    if cfg.mode == "grain":
+    label = reference.read_reference(label_file, mode, rgb.shape[:2])
+    rows = [{"image": image_name, "method": "matsam", **score(mode, io.read_image(map_file), label)}]
+    if mode == "grain":
         for name in methods:
-            rows.append({"image": image_name, "method": name, **score("grain", baselines.GRAIN_BASELINES[name](rgb), label)})
+            predicted = baselines.GRAIN_BASELINES[name](rgb)
+            rows.append({"image": image_name, "method": name, **score("grain", predicted, label)})
     else:
         foreground = str(io.read_npz(prompts_file)["foreground"])
         for name in methods:
@@ -264,3 +236,102 @@ def aggregate_all(datasets: Sequence[str], metric_files: Sequence[PathLike], dst
             rows.append({"dataset": dataset, "method": method, "n_images": len(group), **means.to_dict()})
     columns = ["dataset", "method", "n_images", *metric_columns(seen)[2:]]
     io.write_csv(dst, pd.DataFrame(rows).reindex(columns=columns))
+
+
+# --- serial-section stacks --------------------------------------------------------------------
+
+LINK_STATS = ["links", "gap_links", "starts", "ends", "splits", "merges"]
+STACK_SUMMARY_COLUMNS = [
+    "stack", "mode", "n_slices", "height", "width", "voxel_z_um", "voxel_y_um", "voxel_x_um",
+    "n_grains_3d", "n_grains_sized", "mean_grain_volume_vox", "median_grain_volume_vox",
+    "p10_grain_volume_vox", "p90_grain_volume_vox", "mean_grain_volume_um3",
+    "mean_equivalent_sphere_diameter_um", "phase_volume_fraction", "aligned", "max_shift_px",
+    *LINK_STATS, "refine_boundaries", "boundary_look", "boundary_line_ratio", "line_splits", "grey_cuts",
+    "fragments_joined",
+]
+
+
+def link_stack(label_files: Sequence[PathLike], map_files: Sequence[PathLike], grey_files: Sequence[PathLike],
+               outputs: Mapping[str, PathLike], stack: str, mode: Mode,
+               voxel_size_um: Sequence[float] | None, align: bool, cfg: LinkConfig) -> dict[str, Any]:
+    """Link a stack's per-slice 2D results into 3D objects and write the stack's outputs.
+
+    label_files / map_files / grey_files: per slice, in z order, the 2D rules' labels.tif,
+    boundaries.png or phase.png, and the 8-bit image.png. outputs: paths for keys labels3d,
+    grains3d, neighbours3d, summary, shifts, ortho_xy, ortho_xz, ortho_yz:
+
+        labels3d.h5   dataset `labels`, uint32 (z, y, x), chunked + gzip, voxel size attributes;
+                      multi-phase stacks also `classes`, uint8 (z, y, x), each voxel's class
+        grains3d.csv  one row per 3D object (sizes, neighbours, ellipsoid; multi-phase: `class`)
+        summary.csv   one row: object count, volumes, phase volume fraction, link statistics
+        shifts.json   the (dy, dx) shift applied to every slice (all zero unless `align`)
+        ortho_*.png   middle sections, objects tinted over the grey
+
+    Grain stacks are linked by `consistency.link_consistent` (after `stack3d.refine_boundaries`
+    when the boundaries are lines), phase stacks by 3D connected components. Returns the summary row.
+    """
+    voxel = tuple(float(v) for v in voxel_size_um) if voxel_size_um else None
+    grey = stackio.read_slices(grey_files, "grey")
+    stats = evidence = None
+    counts: dict[str, int] = {}
+    if mode == "grain":
+        labels2d = stackio.read_slices(label_files, "labels")
+        if labels2d.shape != grey.shape:
+            raise ValueError(f"labels {labels2d.shape} and grey slices {grey.shape} differ in shape")
+        evidence = consistency.boundary_look(labels2d, grey)
+        lines = evidence.look if cfg.refine_boundaries == "auto" else cfg.refine_boundaries
+        if lines != "none":
+            labels2d = np.stack([stack3d.refine_boundaries(lab, g, lines) for lab, g in zip(labels2d, grey)])
+        labels3d, stats, counts = consistency.link_consistent(labels2d, grey, cfg, evidence, align)
+        shifts = stats.shifts
+        phase = classes = None
+        del labels2d
+    else:
+        masks = stackio.read_slices(map_files, "mask")
+        if masks.shape != grey.shape:
+            raise ValueError(f"phase masks {masks.shape} and grey slices {grey.shape} differ in shape")
+        phase = masks  # the fraction is taken over every slice's full field, before any shift
+        shifts = stack3d.estimate_shifts(grey) if align else np.zeros((len(masks), 2), np.int64)
+        labels3d, classes = stack3d.phase_objects_3d(masks, shifts if align else None)
+    if align:
+        grey = stack3d.apply_shifts(grey, shifts)
+
+    stackio.write_labels_h5(outputs["labels3d"], labels3d, voxel, classes)
+    table, pairs = measure3d.grain_measurements(labels3d, voxel)
+    if classes is not None:
+        table.insert(1, "class", quantify.object_classes(labels3d, classes)[1])
+    io.write_csv(outputs["grains3d"], table)
+    io.write_csv(outputs["neighbours3d"], pairs)
+    numbers = stack3d.stack_summary(labels3d, voxel, phase)
+    sizes = measure3d.size_statistics(table, cfg.include_face_grains)
+    mean_vox = sizes["mean_grain_volume_vox"]
+    numbers |= {**sizes, "mean_grain_volume_um3": mean_vox * float(np.prod(voxel)) if voxel and mean_vox else None}
+    nz, ny, nx = labels3d.shape
+    row = {
+        "stack": stack, "mode": mode, "n_slices": nz, "height": ny, "width": nx,
+        **dict(zip(("voxel_z_um", "voxel_y_um", "voxel_x_um"), voxel or (None,) * 3)),
+        **numbers,
+        "aligned": align,
+        "max_shift_px": int(np.abs(shifts).max(initial=0)),
+        **{k: (getattr(stats, k) if stats is not None else None) for k in LINK_STATS},
+        "refine_boundaries": cfg.refine_boundaries if mode == "grain" else None,
+        "boundary_look": evidence.look if evidence else None,
+        "boundary_line_ratio": round(evidence.line_ratio, 3) if evidence else None,
+        **{k: counts.get(k) for k in ("line_splits", "grey_cuts", "fragments_joined")},
+    }
+    per_class = [c for c in row if c.startswith("volume_fraction_class_")]
+    io.write_csv(outputs["summary"], pd.DataFrame([row]).reindex(columns=STACK_SUMMARY_COLUMNS + per_class))
+    io.write_json(outputs["shifts"], {
+        "aligned": align,
+        "reference_slice": 0,
+        "description": "(dy, dx) pixels by which slice z was moved before linking; labels3d.h5 is in "
+                       "this registered frame",
+        "slices": [Path(f).parent.name for f in grey_files],
+        "shifts_dy_dx": np.asarray(shifts).tolist(),
+    })
+    views = stack3d.orthogonal_views(labels3d, grey, voxel)
+    for name in ("xy", "xz", "yz"):
+        io.write_png(outputs[f"ortho_{name}"], views[name])
+    log.info("%s: %d slices -> %d 3D %s", stack, nz, numbers["n_grains_3d"],
+             "grains" if mode == "grain" else "phase objects")
+    return row
