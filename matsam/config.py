@@ -15,7 +15,7 @@ Mode = Literal["grain", "phase"]
 MODES: tuple[str, ...] = ("grain", "phase")
 
 
-# Per-object features the multi-phase classes can be split on (described in matsam/phases.py).
+# Per-object features the multi-phase classes can be split on (described in matsam/segmentation/phases.py).
 PHASE_FEATURES: tuple[str, ...] = ("log_area", "equivalent_diameter", "elongation", "solidity", "thinness",
                                    "mean_intensity", "intensity_spread")
 
@@ -156,7 +156,7 @@ class MergeConfig:
     # phase.png); more splits the image by multi-level Otsu and phase.png holds class ids.
     n_phases: int = 2
     # With n_phases > 2, how the phase objects get their classes: "features" clusters them by
-    # `phase_features` (matsam/phases.py: classes of one grey level that differ in size or
+    # `phase_features` (matsam/segmentation/phases.py: classes of one grey level that differ in size or
     # shape), "grey" splits the image by multi-level Otsu, "auto" takes the features when they
     # split the objects cleanly into n_phases - 1 classes and the grey split otherwise.
     phase_classes: Literal["auto", "features", "grey"] = "auto"
@@ -263,7 +263,7 @@ def method_config(
 ) -> MethodConfig:
     """Merge per-stage overrides into the defaults for `mode`."""
     if mode not in MODES:
-        raise ConfigError(f"{where}: mode must be one of {MODES}, got {mode!r}")
+        raise ConfigError(f"{where + ': ' if where else ''}mode must be one of {MODES}, got {mode!r}")
     overrides = dict(overrides or {})
     unknown = sorted(set(overrides) - set(STAGES))
     if unknown:
@@ -278,6 +278,8 @@ def method_config(
 def section_from_params(name: str, values: Mapping[str, Any] | None, where: str = "params") -> Any:
     """A stage section rebuilt inside a job from the plain dict a rule passed as `params`
     (the catalogue's validated settings): each step gets exactly the sections its rule names."""
+    if name != "link" and name not in STAGES:
+        raise ConfigError(f"{where}: unknown section {name!r}; sections: link, {', '.join(STAGES)}")
     cls = LinkConfig if name == "link" else STAGES[name]
     return build(cls, values, f"{where}.{name}")
 

@@ -1,5 +1,5 @@
 # Each image (and label) is read once before any work; a bad one is recorded, not fatal
-# (matsam/input_check.py), and left out of its SAM shard and of the tables.
+# (matsam/workflow/input_check.py), and left out of its SAM shard and of the tables.
 
 
 rule check_input:

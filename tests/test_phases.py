@@ -1,4 +1,4 @@
-"""Multi-phase classes from object features (matsam/phases.py) on synthetic micrographs."""
+"""Multi-phase classes from object features (matsam/segmentation/phases.py) on synthetic micrographs."""
 
 import json
 import subprocess

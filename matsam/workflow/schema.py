@@ -260,11 +260,12 @@ def _model_devices(config: Mapping[str, Any]) -> list[tuple[str, Any]]:
     found = []
     sections = [("defaults", config.get("defaults"))]
     for kind in ("datasets", "stacks"):
-        for name, entry in (config.get(kind) or {}).items():
+        entries = config.get(kind)
+        for name, entry in entries.items() if isinstance(entries, Mapping) else []:
             if isinstance(entry, Mapping):
                 sections.append((f"{kind}.{name}.overrides", entry.get("overrides")))
     for where, section in sections:
-        model = (section or {}).get("model") if isinstance(section, Mapping) else None
+        model = section.get("model") if isinstance(section, Mapping) else None
         if isinstance(model, Mapping) and "device" in model:
             found.append((where, model["device"]))
     return found

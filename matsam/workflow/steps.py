@@ -227,7 +227,7 @@ def aggregate_all(datasets: Sequence[str], metric_files: Sequence[PathLike], dst
     """One row per dataset x method: the number of scored images and the mean of each metric."""
     rows = []
     seen: list[str] = []
-    for dataset, path in zip(datasets, metric_files):
+    for dataset, path in zip(datasets, metric_files, strict=True):
         table = pd.read_csv(path)
         columns = metric_columns(table.columns)[2:]
         seen += columns
