@@ -5,7 +5,8 @@ from matsam.workflow.catalogue import NAME_PATTERN, load_catalog, load_stacks
 from matsam.workflow.schema import validate
 
 try:
-    validate(config)  # one pass: a one-line error naming the key, then the schema's defaults filled in
+    # One pass: a one-line error naming the key, then the schema's run-level defaults filled in.
+    validate(config)
     DATASETS = load_catalog(config)
 except ConfigError as error:
     raise WorkflowError(f"invalid configuration: {error}")
