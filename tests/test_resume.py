@@ -55,24 +55,19 @@ def test_sigkill_during_sam_then_rerun_recomputes_nothing_finished(tmp_path, mob
 
 
 def test_a_retried_decoder_job_uses_smaller_prompt_batches():
+    from dataclasses import asdict, replace
     from types import SimpleNamespace
 
-    from matsam.config import MethodConfig, as_dict
-    from matsam.workflow.job import _decode_cfg, retry_batch
+    from matsam.config import SamConfig
+    from matsam.workflow.job import retry_batch, sam_section
 
     assert [retry_batch(16, attempt) for attempt in (1, 2, 3, 5, 9)] == [16, 8, 4, 1, 1]
-    full = as_dict(MethodConfig(mode="phase"))
-    params = {"mode": "phase", "model": full["model"], "sam": full["sam"]}
+    params = {"sam": asdict(SamConfig())}
     for attempt, batch in ((1, 16), (2, 8), (3, 4)):
-        smk = SimpleNamespace(params=SimpleNamespace(cfg=params),
+        smk = SimpleNamespace(rule="segment_crops", params=params,
                               resources=SimpleNamespace(points_per_batch=retry_batch(16, attempt)))
-        cfg = _decode_cfg(smk)
-        assert cfg.sam.points_per_batch == batch
-        assert dataclass_without_batch(cfg) == dataclass_without_batch(_decode_cfg(
-            SimpleNamespace(params=SimpleNamespace(cfg=params), resources=SimpleNamespace())))
-
-
-def dataclass_without_batch(cfg):
-    import dataclasses
-
-    return dataclasses.replace(cfg, sam=dataclasses.replace(cfg.sam, points_per_batch=0))
+        cfg = sam_section(smk)
+        assert cfg.points_per_batch == batch
+        assert replace(cfg, points_per_batch=16) == SamConfig()
+    unset = sam_section(SimpleNamespace(rule="segment_crops", params=params, resources=SimpleNamespace()))
+    assert unset == SamConfig()

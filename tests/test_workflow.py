@@ -145,7 +145,7 @@ def test_configuration_errors_stop_before_any_job(tmp_path):
         ({"x": {"images": "nowhere", "mode": "phase"}}, "folder nowhere does not exist"),
         ({"x": {"images": "d/images", "labels": "d/labels", "mode": "phase"}},
          "no label for image d/images/disc_0.png"),
-        ({"x": {"images": "d/images", "mode": "phase", "overrides": {"sam": {"iou": 1}}}}, "unknown key(s) iou"),
+        ({"x": {"images": "d/images", "mode": "phase", "overrides": {"sam": {"iou": 1}}}}, "'iou' was unexpected"),
         ({"x": {"images": "d/images", "mode": "grains"}}, "'grains' is not one of"),
     ]
     for datasets, message in cases:
