@@ -54,7 +54,7 @@ LOCAL_RULES = {"collect_checks", "failed_table", "aggregate_dataset", "aggregate
                "all"}
 CPU_PARTITION = os.environ.get("MATSAM_SLURM_PARTITION", "cpu")
 GPU_PARTITION = os.environ.get("MATSAM_SLURM_GPU_PARTITION", "gpu")
-RUN_TIMEOUT_S = 420  # one snakemake call; the whole module takes ~5 min on 2 busy CPUs
+RUN_TIMEOUT_S = 900  # one snakemake call: ~7 min on 2 idle CPUs (5 sbatch, then the reports)
 # job names: <prefix>_<run uuid>; unique per session so that teardown cancels only our jobs
 PREFIX = f"matsam_test_{uuid.uuid4().hex[:8]}"
 
