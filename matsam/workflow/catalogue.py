@@ -109,10 +109,15 @@ def load_dataset(name: str, entry: Mapping[str, Any], defaults: Mapping[str, Any
     return Dataset(name, mode, images, labels, method)
 
 
+def stage_defaults(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The config's `defaults:` sections with the run's one `device` in the model section."""
+    return merge_sections(config.get("defaults") or {}, {"model": {"device": config.get("device", "auto")}})
+
+
 def load_catalog(config: Mapping[str, Any], base: str | Path = ".") -> dict[str, Dataset]:
     """All datasets of a validated workflow config, checked against the file system."""
     base = Path(base)
-    defaults = merge_sections(config.get("defaults") or {}, {"model": {"device": config.get("device", "auto")}})
+    defaults = stage_defaults(config)
     method_config("grain", defaults, where="defaults")  # unknown keys fail even with no dataset
     per_job = int(config.get("sam_images_per_job", 16))
     return {
@@ -189,7 +194,7 @@ def load_stacks(config: Mapping[str, Any], datasets: Mapping[str, Dataset], expo
     to export_root/<stack>/slice_<z>.tif. Add `stack.dataset` of each to the dataset catalogue
     to run the 2D rules on the slices."""
     base = Path(base)
-    defaults = merge_sections(config.get("defaults") or {}, {"model": {"device": config.get("device", "auto")}})
+    defaults = stage_defaults(config)
     stacks = {}
     for name, entry in (config.get("stacks") or {}).items():
         if name in datasets:
