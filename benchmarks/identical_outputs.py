@@ -62,11 +62,11 @@ def run(ref: str, out: Path, config: Path, cores: int) -> tuple[Path, float]:
     cfg = yaml.safe_load(config.read_text()) | {"results": str(results)}
     cfg_file = out / f"config-{ref.replace('/', '_')}.yaml"
     cfg_file.write_text(yaml.safe_dump(cfg))
-    env = {**os.environ, "PYTHONPATH": str(tree)}
+    env = {**os.environ, "PYTHONPATH": str(tree)}  # cwd=out: `python -m` puts the cwd before PYTHONPATH
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(tree / "Snakefile"),
                            "--directory", str(out), "--configfile", str(cfg_file), "--cores", str(cores),
-                           "--rerun-triggers", "mtime"], env=env, capture_output=True, text=True)
+                           "--rerun-triggers", "mtime"], env=env, cwd=out, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"{ref}: snakemake failed\n{proc.stderr[-3000:]}")
     return results, time.perf_counter() - start

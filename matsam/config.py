@@ -73,7 +73,8 @@ class PromptConfig:
     edge_band: float = 0.08
     # ... `edge_density` x the grid density inside that band.
     edge_density: float = 2.0
-    # Cap on prompts per crop (seeds of the largest regions first): each costs 20-26 ms of decoding on a CPU.
+    # Cap on prompts per crop: the adaptive grid is kept whole and the seeds (largest regions first) fill the
+    # room it leaves, so a crop with very many regions gets grid points only (more accurate there than seeds).
     max_points: int = 400
 
 

