@@ -26,6 +26,8 @@ from matsam.segmentation.masks import CropMasks
 from matsam.segmentation.nms import nms
 from matsam.segmentation.phases import feature_classes
 
+Box = tuple[int, int, int, int]
+
 
 @dataclass
 class Candidate:
@@ -129,14 +131,29 @@ def candidates(crops: list[Crop], crop_masks: Iterable[CropMasks], height: int, 
             cand = Candidate(masks.box_mask(i, box), crop.x0 + int(box[0]), crop.y0 + int(box[1]), crop.area,
                              float(masks.scores[i]), crop.index)
             (pieces if cut else out).append(cand)
-    return [*out, *stitch_pieces(pieces, crops)] if tiled else out
+    if not tiled:
+        return out
+    whole = [(t.x0, t.y0, t.x1, t.y1) for t in crops]
+    stitched = [c for c in stitch_pieces(pieces, crops)
+                if not any(holds_whole(t, c.box, height, width, cfg.crop_edge_tolerance) for t in whole)]
+    return out + stitched
+
+
+def holds_whole(tile: Box, box: Box, height: int, width: int, tolerance: int) -> bool:
+    """True when `box` (image frame) lies inside `tile` clear of its inner edges: that tile holds
+    the object whole, so its pieces from the other tiles are duplicates."""
+    x0, y0, x1, y1 = tile
+    inside = x0 <= box[0] and y0 <= box[1] and box[2] <= x1 and box[3] <= y1
+    return inside and not touches_inner_edge(np.array([box[0] - x0, box[1] - y0, box[2] - x0, box[3] - y0]),
+                                             Crop(0, 1, *tile), height, width, tolerance)
 
 
 def stitch_pieces(pieces: list[Candidate], tiles: list[Crop], min_iou: float = 0.5) -> list[Candidate]:
     """Objects larger than the tiles' overlap are cut in every tile that holds them: pieces of
     neighbouring tiles that cover the same pixels of the two tiles' overlap (IoU >= `min_iou`
     there, each the other's best match) are joined, transitively (union-find), into one
-    candidate. A piece that matches none is dropped: its object lies whole in a neighbour."""
+    candidate. A piece that matches none is dropped: its object lies whole in a neighbour (and
+    so does a joined object that fits in one tile, `holds_whole`)."""
     parent = list(range(len(pieces)))
 
     def root(k: int) -> int:
@@ -160,40 +177,37 @@ def stitch_pieces(pieces: list[Candidate], tiles: list[Crop], min_iou: float = 0
     return [union_candidate(group) for group in groups.values() if len(group) > 1]
 
 
-Box = tuple[int, int, int, int]
-
-
 def box_intersection(a: Box, b: Box) -> Box | None:
     x0, y0, x1, y1 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
     return (x0, y0, x1, y1) if x0 < x1 and y0 < y1 else None
 
 
-def mask_in(cand: Candidate, region: Box) -> np.ndarray | None:
-    """The candidate's pixels inside `region`, as a bool array of the region's shape; None if none."""
+def pixels_in(cand: Candidate, box: Box) -> np.ndarray:
+    """The candidate's mask over `box` (image frame, inside the candidate's box)."""
+    return cand.mask[box[1] - cand.y0 : box[3] - cand.y0, box[0] - cand.x0 : box[2] - cand.x0]
+
+
+def area_in(cand: Candidate, region: Box) -> int:
     inside = box_intersection(cand.box, region)
-    if inside is None:
-        return None
-    x0, y0, x1, y1 = inside
-    out = np.zeros((region[3] - region[1], region[2] - region[0]), bool)
-    out[y0 - region[1] : y1 - region[1], x0 - region[0] : x1 - region[0]] = (
-        cand.mask[y0 - cand.y0 : y1 - cand.y0, x0 - cand.x0 : x1 - cand.x0])
-    return out if out.any() else None
+    return 0 if inside is None else int(np.count_nonzero(pixels_in(cand, inside)))
 
 
 def mutual_best_matches(cands: list[Candidate], first: list[int], second: list[int], region: Box,
                         min_iou: float) -> list[tuple[int, int]]:
     """Pairs (i from `first`, j from `second`) whose masks inside `region` have IoU >= `min_iou`
-    and are each other's best match there."""
-    left = [(i, m) for i in first if (m := mask_in(cands[i], region)) is not None]
-    right = [(j, m) for j in second if (m := mask_in(cands[j], region)) is not None]
+    and are each other's best match there (pixels compared only where both boxes meet)."""
+    left = [(i, n) for i in first if (n := area_in(cands[i], region))]
+    right = [(j, n) for j in second if (n := area_in(cands[j], region))]
     if not left or not right:
         return []
     iou = np.zeros((len(left), len(right)))
-    for r, (_, a) in enumerate(left):
-        for c, (_, b) in enumerate(right):
-            overlap = np.count_nonzero(a & b)
-            if overlap:
-                iou[r, c] = overlap / np.count_nonzero(a | b)
+    for r, (i, area_i) in enumerate(left):
+        for c, (j, area_j) in enumerate(right):
+            both = box_intersection(cands[i].box, cands[j].box)
+            shared = box_intersection(both, region) if both else None
+            if shared:
+                overlap = np.count_nonzero(pixels_in(cands[i], shared) & pixels_in(cands[j], shared))
+                iou[r, c] = overlap / (area_i + area_j - overlap)
     best_right, best_left = iou.argmax(axis=1), iou.argmax(axis=0)
     return [(left[r][0], right[c][0]) for r, c in enumerate(best_right)
             if best_left[c] == r and iou[r, c] >= min_iou]
