@@ -45,6 +45,23 @@ class CropConfig:
     n_layers: int = 0
     # Overlap of neighbouring crops, as a fraction of the image's short side (SAM's rule).
     overlap_ratio: float = 512 / 1500
+    # Smallest object (px across) that must stay a useful size in SAM's 1024-px input: an image
+    # whose longer side exceeds 64 x this (2048 px by default, where a 32-px object still spans
+    # 16 px of SAM's input) is cut into tiles of that side instead of the crop layers above.
+    min_object_px: int = 32
+    # Overlap of neighbouring tiles, as a fraction of the tile side (objects up to this wide lie
+    # whole in one tile; larger ones are stitched from the tiles' pieces).
+    tile_overlap: float = 0.125
+
+    def __post_init__(self) -> None:
+        if self.min_object_px < 1 or not 0 <= self.tile_overlap <= 0.5:
+            raise ConfigError(f"min_object_px must be >= 1 and tile_overlap in 0..0.5, "
+                              f"got {self.min_object_px!r} and {self.tile_overlap!r}")
+
+    @property
+    def tile_px(self) -> int:
+        """Side of the tiles of a huge image (px)."""
+        return 64 * self.min_object_px
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ def test_build_rejects_an_unknown_key_naming_it_and_the_allowed_keys():
         build(CropConfig, {"n_layer": 1}, "datasets.steel.crops")
     message = str(info.value)
     assert message.startswith("datasets.steel.crops: unknown key(s) n_layer;")
-    assert "allowed: n_layers, overlap_ratio" in message
+    assert "allowed: min_object_px, n_layers, overlap_ratio, tile_overlap" in message
 
 
 def test_build_lists_every_unknown_key_and_names_the_class_without_where():

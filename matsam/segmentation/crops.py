@@ -2,8 +2,11 @@
 
 Layer 0 is the whole image; layer i (1..n_layers) tiles it with 2**i x 2**i crops that overlap by
 `overlap_ratio` of the short side (the rule of SAM's automatic mask generator). The number of
-crops depends only on `n_layers`, never on the image size, so the workflow knows every crop file
-before it reads any image.
+crops depends only on `n_layers`, never on the image size.
+
+A huge image (longer side above the tile side, `CropConfig.tile_px`) is cut into overlapping
+tiles instead (`tile_boxes`), so that its objects keep a useful size in SAM's 1024-px input; its
+number of crops depends on its size (embeddings and masks are per-image folders).
 """
 
 from __future__ import annotations
@@ -62,4 +65,24 @@ def crop_boxes(height: int, width: int, n_layers: int, overlap_ratio: float) -> 
                 crops.append(
                     Crop(len(crops), layer, x0, y0, min(x0 + crop_w, width), min(y0 + crop_h, height))
                 )
+    return crops
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Evenly spread starts of tiles of side `tile` covering 0..length with at least `overlap`."""
+    if length <= tile:
+        return [0]
+    n = math.ceil((length - overlap) / (tile - overlap))
+    return [round(i * (length - tile) / (n - 1)) for i in range(n)]
+
+
+def tile_boxes(height: int, width: int, tile: int, overlap_fraction: float) -> list[Crop]:
+    """Overlapping tiles of a huge image, row-major. Every tile is layer 1: a mask reaching a
+    tile edge inside the image is cut, and the merge takes the object from a neighbour that holds
+    it whole, or stitches its pieces (merge.stitch_pieces)."""
+    overlap = int(tile * overlap_fraction)
+    crops: list[Crop] = []
+    for y0 in tile_starts(height, tile, overlap):
+        for x0 in tile_starts(width, tile, overlap):
+            crops.append(Crop(len(crops), 1, x0, y0, min(x0 + tile, width), min(y0 + tile, height)))
     return crops

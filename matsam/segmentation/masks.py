@@ -32,6 +32,16 @@ class CropMasks:
         h, w = self.shape
         return np.unpackbits(self.packed[i], count=h * w).reshape(h, w).astype(bool)
 
+    def box_mask(self, i: int, box: np.ndarray) -> np.ndarray:
+        """Mask i inside its box (x0, y0, x1, y1) as an (y1-y0, x1-x0) bool array of its own:
+        only the box's rows are unpacked, and nothing keeps the crop-sized array alive."""
+        x0, y0, x1, y1 = (int(v) for v in box)
+        width = self.shape[1]
+        start, stop = y0 * width, y1 * width
+        bits = np.unpackbits(self.packed[i, start // 8 : (stop + 7) // 8])
+        rows = bits[start % 8 : start % 8 + stop - start].reshape(y1 - y0, width)
+        return rows[:, x0:x1].astype(bool)
+
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {"packed": self.packed, "shape": np.array(self.shape), "scores": self.scores,
                 "stability": self.stability, "boxes": self.boxes, "areas": self.areas,

@@ -8,7 +8,10 @@ multi-level Otsu intensity class).
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from itertools import combinations
 
 import cv2
 import numpy as np
@@ -23,6 +26,8 @@ from matsam.segmentation.masks import CropMasks
 from matsam.segmentation.nms import nms
 from matsam.segmentation.phases import feature_classes
 
+Box = tuple[int, int, int, int]
+
 
 @dataclass
 class Candidate:
@@ -33,6 +38,7 @@ class Candidate:
     y0: int
     crop_area: int
     score: float
+    crop_index: int = 0
 
     @property
     def area(self) -> int:
@@ -44,15 +50,18 @@ class Candidate:
         return self.x0, self.y0, self.x0 + w, self.y0 + h
 
 
-def merge_image(rgb: np.ndarray, crops: list[Crop], crop_masks: list[CropMasks], mode: Mode, cfg: MergeConfig,
-                blur: int, threshold: float = 0.0, foreground: str = "dark") -> tuple[np.ndarray, np.ndarray]:
+def merge_image(rgb: np.ndarray, crops: list[Crop], crop_masks: Iterable[CropMasks], mode: Mode,
+                cfg: MergeConfig, blur: int, threshold: float = 0.0, foreground: str = "dark",
+                tiled: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """One image's objects from its crops' masks: labels (H, W) uint32 and the map (H, W) uint8
     (grain: boundaries 0/1; phase: 0/1, or class ids 0..n_phases-1 with `n_phases` > 2).
 
+    crop_masks: one per crop, taken one at a time (a generator keeps one tile's masks in memory).
     blur, threshold, foreground: the pre-segmentation's smoothing and Otsu split (phase mode).
+    tiled: the crops are the tiles of a huge image (crops.tile_boxes).
     """
     height, width = rgb.shape[:2]
-    cands = cross_crop_nms(candidates(crops, crop_masks, height, width, cfg), cfg.crop_nms_thresh)
+    cands = cross_crop_nms(candidates(crops, crop_masks, height, width, cfg, tiled), cfg.crop_nms_thresh)
     if mode == "grain":
         return merge_grains(cands, rgb, cfg)
     gray = grey8(rgb)
@@ -104,23 +113,116 @@ def touches_inner_edge(box: np.ndarray, crop: Crop, height: int, width: int, tol
     )
 
 
-def candidates(crops: list[Crop], crop_masks: list[CropMasks], height: int, width: int,
-               cfg: MergeConfig) -> list[Candidate]:
-    """Unpack every kept mask into the image frame, dropping crop-cut and tiny masks."""
+def candidates(crops: list[Crop], crop_masks: Iterable[CropMasks], height: int, width: int,
+               cfg: MergeConfig, tiled: bool = False) -> list[Candidate]:
+    """Unpack every kept mask into the image frame, dropping crop-cut and tiny masks; of a tiled
+    image, the pieces of an object cut in every tile that holds it are stitched (`stitch_pieces`)."""
     out: list[Candidate] = []
+    pieces: list[Candidate] = []
     for crop, masks in zip(crops, crop_masks):
         for i in range(len(masks)):
             area = int(masks.areas[i])
             if area < cfg.min_object_area:
                 continue
             box = masks.boxes[i]
-            if crop.layer > 0 and touches_inner_edge(box, crop, height, width, cfg.crop_edge_tolerance):
+            cut = crop.layer > 0 and touches_inner_edge(box, crop, height, width, cfg.crop_edge_tolerance)
+            if cut and not tiled:
                 continue
-            x0, y0, x1, y1 = (int(v) for v in box)
-            full = masks.mask(i)
-            out.append(Candidate(full[y0:y1, x0:x1], crop.x0 + x0, crop.y0 + y0, crop.area,
-                                 float(masks.scores[i])))
-    return out
+            cand = Candidate(masks.box_mask(i, box), crop.x0 + int(box[0]), crop.y0 + int(box[1]), crop.area,
+                             float(masks.scores[i]), crop.index)
+            (pieces if cut else out).append(cand)
+    if not tiled:
+        return out
+    whole = [(t.x0, t.y0, t.x1, t.y1) for t in crops]
+    stitched = [c for c in stitch_pieces(pieces, crops)
+                if not any(holds_whole(t, c.box, height, width, cfg.crop_edge_tolerance) for t in whole)]
+    return out + stitched
+
+
+def holds_whole(tile: Box, box: Box, height: int, width: int, tolerance: int) -> bool:
+    """True when `box` (image frame) lies inside `tile` clear of its inner edges: that tile holds
+    the object whole, so its pieces from the other tiles are duplicates."""
+    x0, y0, x1, y1 = tile
+    inside = x0 <= box[0] and y0 <= box[1] and box[2] <= x1 and box[3] <= y1
+    return inside and not touches_inner_edge(np.array([box[0] - x0, box[1] - y0, box[2] - x0, box[3] - y0]),
+                                             Crop(0, 1, *tile), height, width, tolerance)
+
+
+def stitch_pieces(pieces: list[Candidate], tiles: list[Crop], min_iou: float = 0.5) -> list[Candidate]:
+    """Objects larger than the tiles' overlap are cut in every tile that holds them: pieces of
+    neighbouring tiles that cover the same pixels of the two tiles' overlap (IoU >= `min_iou`
+    there, each the other's best match) are joined, transitively (union-find), into one
+    candidate. A piece that matches none is dropped: its object lies whole in a neighbour (and
+    so does a joined object that fits in one tile, `holds_whole`)."""
+    parent = list(range(len(pieces)))
+
+    def root(k: int) -> int:
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    by_tile: dict[int, list[int]] = defaultdict(list)
+    for k, piece in enumerate(pieces):
+        by_tile[piece.crop_index].append(k)
+    boxes = {t.index: (t.x0, t.y0, t.x1, t.y1) for t in tiles}
+    for a, b in combinations(sorted(by_tile), 2):
+        region = box_intersection(boxes[a], boxes[b])
+        if region is not None:
+            for i, j in mutual_best_matches(pieces, by_tile[a], by_tile[b], region, min_iou):
+                parent[root(i)] = root(j)
+    groups: dict[int, list[Candidate]] = defaultdict(list)
+    for k, piece in enumerate(pieces):
+        groups[root(k)].append(piece)
+    return [union_candidate(group) for group in groups.values() if len(group) > 1]
+
+
+def box_intersection(a: Box, b: Box) -> Box | None:
+    x0, y0, x1, y1 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
+    return (x0, y0, x1, y1) if x0 < x1 and y0 < y1 else None
+
+
+def pixels_in(cand: Candidate, box: Box) -> np.ndarray:
+    """The candidate's mask over `box` (image frame, inside the candidate's box)."""
+    return cand.mask[box[1] - cand.y0 : box[3] - cand.y0, box[0] - cand.x0 : box[2] - cand.x0]
+
+
+def area_in(cand: Candidate, region: Box) -> int:
+    inside = box_intersection(cand.box, region)
+    return 0 if inside is None else int(np.count_nonzero(pixels_in(cand, inside)))
+
+
+def mutual_best_matches(cands: list[Candidate], first: list[int], second: list[int], region: Box,
+                        min_iou: float) -> list[tuple[int, int]]:
+    """Pairs (i from `first`, j from `second`) whose masks inside `region` have IoU >= `min_iou`
+    and are each other's best match there (pixels compared only where both boxes meet)."""
+    left = [(i, n) for i in first if (n := area_in(cands[i], region))]
+    right = [(j, n) for j in second if (n := area_in(cands[j], region))]
+    if not left or not right:
+        return []
+    iou = np.zeros((len(left), len(right)))
+    for r, (i, area_i) in enumerate(left):
+        for c, (j, area_j) in enumerate(right):
+            both = box_intersection(cands[i].box, cands[j].box)
+            shared = box_intersection(both, region) if both else None
+            if shared:
+                overlap = np.count_nonzero(pixels_in(cands[i], shared) & pixels_in(cands[j], shared))
+                iou[r, c] = overlap / (area_i + area_j - overlap)
+    best_right, best_left = iou.argmax(axis=1), iou.argmax(axis=0)
+    return [(left[r][0], right[c][0]) for r, c in enumerate(best_right)
+            if best_left[c] == r and iou[r, c] >= min_iou]
+
+
+def union_candidate(group: list[Candidate]) -> Candidate:
+    """One candidate covering the union of the pieces' pixels."""
+    x0, y0 = min(c.x0 for c in group), min(c.y0 for c in group)
+    x1, y1 = max(c.box[2] for c in group), max(c.box[3] for c in group)
+    mask = np.zeros((y1 - y0, x1 - x0), bool)
+    for c in group:
+        h, w = c.mask.shape
+        mask[c.y0 - y0 : c.y0 - y0 + h, c.x0 - x0 : c.x0 - x0 + w] |= c.mask
+    return Candidate(mask, x0, y0, min(c.crop_area for c in group), max(c.score for c in group),
+                     group[0].crop_index)
 
 
 def cross_crop_nms(cands: list[Candidate], threshold: float) -> list[Candidate]:

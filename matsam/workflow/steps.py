@@ -35,7 +35,7 @@ from matsam.measurement import astm, baselines, coco, quantify, reference, shape
 from matsam.measurement.metrics import METRIC_COLUMNS, metric_columns, score
 from matsam.measurement.overlay import overlay
 from matsam.segmentation import merge, prompts
-from matsam.segmentation.crops import Crop, crop_boxes
+from matsam.segmentation.crops import Crop, crop_boxes, tile_boxes
 from matsam.segmentation.masks import CropMasks
 from matsam.volumes import consistency, measure3d, stack3d, stackio
 
@@ -49,19 +49,28 @@ PathLike = str | Path
 
 def prepare_image(src: PathLike, dst: PathLike, read: ReadConfig) -> None:
     """Any supported micrograph -> 8-bit RGB PNG, the one image every later step reads."""
-    raw = io.read_image(src)
-    io.write_png(dst, io.to_rgb8(raw, read.scale16, read.percentiles))
+    io.write_png(dst, io.read_rgb8(src, read.scale16, read.percentiles))
 
 
 def plan_crops(image: PathLike, dst: PathLike, crops: CropConfig) -> None:
-    rgb = io.read_image(image)
-    height, width = rgb.shape[:2]
-    boxes = crop_boxes(height, width, crops.n_layers, crops.overlap_ratio)
-    io.write_json(dst, {"height": height, "width": width, "crops": [c.as_dict() for c in boxes]})
+    """SAM's crop layers, or tiles of side `crops.tile_px` when the image's longer side exceeds it
+    (then crops.json says `"tiled": true`)."""
+    height, width = io.png_size(image)
+    plan: dict[str, Any] = {"height": height, "width": width}
+    if max(height, width) > crops.tile_px:
+        boxes = tile_boxes(height, width, crops.tile_px, crops.tile_overlap)
+        plan["tiled"] = True
+    else:
+        boxes = crop_boxes(height, width, crops.n_layers, crops.overlap_ratio)
+    io.write_json(dst, {**plan, "crops": [c.as_dict() for c in boxes]})
 
 
 def read_crops(path: PathLike) -> list[Crop]:
     return [Crop(**c) for c in io.read_json(path)["crops"]]
+
+
+def is_tiled(crops_file: PathLike) -> bool:
+    return bool(io.read_json(crops_file).get("tiled", False))
 
 
 def make_prompts(image: PathLike, crops_file: PathLike, dst: PathLike, mode: Mode, cfg: PromptConfig) -> None:
@@ -151,10 +160,10 @@ def merge_masks(image: PathLike, crops_file: PathLike, prompts_file: PathLike, m
     boundaries.png or phase.png; `blur` is the pre-segmentation's (prompts.blur)."""
     rgb = io.read_image(image)
     crops = read_crops(crops_file)
-    crop_masks = [CropMasks.from_arrays(io.read_npz(mask_file(masks_dir, name, c.index))) for c in crops]
+    crop_masks = (CropMasks.from_arrays(io.read_npz(mask_file(masks_dir, name, c.index))) for c in crops)
     pre = io.read_npz(prompts_file)
     labels, mask = merge.merge_image(rgb, crops, crop_masks, mode, cfg, blur, float(pre["threshold"]),
-                                     str(pre["foreground"]))
+                                     str(pre["foreground"]), is_tiled(crops_file))
     log.info("%s: %d objects", name, int(np.unique(labels[labels > 0]).size))
     io.write_tiff(labels_out, labels, pixel_size_um)
     io.write_png(map_out, mask)
