@@ -10,6 +10,7 @@ the true grains (boundary pixels left out, every 4th pixel in each direction).
 
     .venv/bin/python benchmarks/huge_image.py                            # 10,000 x 8,000 (~15 min, 2 cores)
     .venv/bin/python benchmarks/huge_image.py --width 3000 --height 2400 --no-write   # a quick check
+    .venv/bin/python benchmarks/huge_image.py --work-dir W --from-step merge_masks   # after a merge change
 """
 
 from __future__ import annotations
@@ -139,6 +140,9 @@ def main() -> None:
     ap.add_argument("--height", type=int, default=8000)
     ap.add_argument("--grain-px", type=float, default=300.0, help="mean grain size, px (sqrt of the area)")
     ap.add_argument("--no-write", action="store_true", help=f"print only, do not write {RESULTS.name}")
+    ap.add_argument("--work-dir", type=Path, help="keep the step files here (default: a temporary folder)")
+    ap.add_argument("--from-step", choices=STEPS, default=STEPS[0],
+                    help="rerun from this step on, in --work-dir of an earlier run of the same size")
     ap.add_argument("--step", choices=STEPS, help=argparse.SUPPRESS)
     ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -146,28 +150,38 @@ def main() -> None:
         print(json.dumps(run_step(args.step, args.work)))
         return
 
+    if args.work_dir:
+        args.work_dir.mkdir(parents=True, exist_ok=True)
+        run_all(args, args.work_dir)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            run_all(args, Path(tmp))
+
+
+def run_all(args: argparse.Namespace, work: Path) -> None:
+    """Every step from `--from-step` on; the rows of earlier steps come from the last run's steps.json."""
     start = time.perf_counter()
     grey, truth = voronoi_mosaic(args.height, args.width, args.grain_px)
     build_s = time.perf_counter() - start
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
+    first = STEPS.index(args.from_step)
+    rows = json.loads((work / "steps.json").read_text())[:first] if first else []
+    if not first:
         tifffile.imwrite(work / "raw.tif", grey)  # uncompressed, contiguous: memory-mappable
-        del grey
-        rows = []
-        for step in STEPS:
-            done = subprocess.run([sys.executable, __file__, "--step", step, "--work", str(work)],
-                                  capture_output=True, text=True)
-            if done.returncode:
-                sys.exit(f"{step} failed:\n{done.stderr}")
-            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-            print(f"{step}: {rows[-1]['peak_mb']:.0f} MB, {rows[-1]['seconds']:.1f} s", flush=True)
-        labels = tifffile.imread(work / "labels.tif")
-        n_tiles = len(json.loads((work / "crops.json").read_text())["crops"])
+    del grey
+    for step in STEPS[first:]:
+        done = subprocess.run([sys.executable, __file__, "--step", step, "--work", str(work)],
+                              capture_output=True, text=True)
+        if done.returncode:
+            sys.exit(f"{step} failed:\n{done.stderr}")
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(f"{step}: {rows[-1]['peak_mb']:.0f} MB, {rows[-1]['seconds']:.1f} s", flush=True)
+        (work / "steps.json").write_text(json.dumps(rows))
+    labels = tifffile.imread(work / "labels.tif")
+    n_tiles = len(json.loads((work / "crops.json").read_text())["crops"])
     text = table(rows, truth.shape, n_tiles, int(labels.max()), ari(truth, labels), build_s)
     print("\n" + text)
     if not args.no_write:
         RESULTS.write_text("# Huge image (`benchmarks/huge_image.py`)\n\n" + text + "\n")
-
 
 if __name__ == "__main__":
     main()

@@ -21,3 +21,16 @@ def test_overlay_tints_objects_by_phase_class():
     # Without classes: one random colour per object, as before.
     plain = overlay(rgb, labels, alpha=0.5)
     assert not (plain[4:6, 4:6] == plain[4:6, 14:16]).all()
+
+
+def test_overlay_drawn_in_bands_equals_the_overlay_in_one_piece():
+    """Bands that do not divide the height give the very pixels of one band (huge images)."""
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (53, 40, 3), dtype=np.uint8)
+    labels = np.kron(rng.integers(0, 9, (11, 8)), np.ones((5, 5), np.int64))[:53, :40].astype(np.uint32)
+    classes = (labels % 3).astype(np.uint8)
+    boundaries = (rng.random((53, 40)) < 0.1).astype(np.uint8)
+    for kwargs in ({}, {"boundaries": boundaries}, {"classes": classes}):
+        whole = overlay(rgb, labels, **kwargs)
+        np.testing.assert_array_equal(overlay(rgb, labels, rows_per_band=7, **kwargs), whole)
+        assert (whole != rgb).any()

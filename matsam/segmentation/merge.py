@@ -63,7 +63,7 @@ def merge_image(rgb: np.ndarray, crops: list[Crop], crop_masks: Iterable[CropMas
     height, width = rgb.shape[:2]
     cands = cross_crop_nms(candidates(crops, crop_masks, height, width, cfg, tiled), cfg.crop_nms_thresh)
     if mode == "grain":
-        return merge_grains(cands, rgb, cfg)
+        return merge_grains(cands, rgb, cfg, crops if tiled else None)
     gray = grey8(rgb)
     smooth = blurred(gray, blur)
     side, depth = phase_side(smooth, threshold, foreground)
@@ -260,12 +260,10 @@ def paint(cands: list[Candidate], height: int, width: int) -> np.ndarray:
 
 def drop_small_pieces(labels: np.ndarray, min_area: int) -> np.ndarray:
     """Split labels into connected pieces and remove pieces smaller than `min_area`."""
-    pieces = connected_label(labels, background=0, connectivity=1)
-    areas = np.bincount(pieces.ravel())
-    small = areas < min_area
-    small[0] = False
-    pieces[small[pieces]] = 0
-    return relabel_sequential(pieces)[0].astype(np.int32)
+    pieces = connected_label(labels, background=0, connectivity=1)  # 1..N
+    kept = np.bincount(pieces.ravel()) >= min_area
+    kept[0] = False
+    return (np.cumsum(kept) * kept).astype(np.int32)[pieces]  # kept pieces renumbered 1..K in order
 
 
 def fill_gaps(labels: np.ndarray, rgb: np.ndarray, cfg: MergeConfig) -> np.ndarray:
@@ -322,13 +320,82 @@ def drop_thin_pieces(pieces: np.ndarray, radius: int) -> np.ndarray:
     return relabel_sequential(pieces)[0]
 
 
-def merge_grains(cands: list[Candidate], rgb: np.ndarray, cfg: MergeConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Grain labels (H, W) uint32 covering every pixel, and their boundary map (H, W) uint8."""
+def merge_grains(cands: list[Candidate], rgb: np.ndarray, cfg: MergeConfig,
+                 tiles: list[Crop] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Grain labels (H, W) uint32 covering every pixel, and their boundary map (H, W) uint8.
+
+    tiles: the tiles of a huge image; gaps are then filled window by window (`fill_gaps_by_window`).
+    """
     height, width = rgb.shape[:2]
     labels = drop_small_pieces(paint(cands, height, width), cfg.min_object_area)
-    labels = fill_gaps(labels, rgb, cfg)
-    labels = relabel_sequential(connected_label(labels, background=-1, connectivity=1))[0]
-    return labels.astype(np.uint32), boundary_map(labels)
+    labels = fill_gaps_by_window(labels, rgb, cfg, tiles) if tiles else fill_gaps(labels, rgb, cfg)
+    labels = connected_label(labels, background=-1, connectivity=1).astype(np.uint32)  # 1..N, raster order
+    return labels, boundary_map(labels)
+
+
+def own_parts(tiles: list[Crop]) -> list[tuple[Box, Box]]:
+    """Each tile's own part of the image and the tile itself, (x0, y0, x1, y1) each: tiles of a
+    row-major grid split their overlaps in the middle, so the parts tile the image exactly."""
+    def cuts(spans: list[tuple[int, int]]) -> list[int]:
+        return [0] + [(nxt[0] + cur[1]) // 2 for cur, nxt in zip(spans, spans[1:])] + [spans[-1][1]]
+
+    xs = sorted({(t.x0, t.x1) for t in tiles})
+    ys = sorted({(t.y0, t.y1) for t in tiles})
+    cx, cy = cuts(xs), cuts(ys)
+    return [((cx[i], cy[j], cx[i + 1], cy[j + 1]), (xs[i][0], ys[j][0], xs[i][1], ys[j][1]))
+            for j in range(len(ys)) for i in range(len(xs))]
+
+
+def fill_gaps_by_window(labels: np.ndarray, rgb: np.ndarray, cfg: MergeConfig, tiles: list[Crop],
+                        min_iou: float = 0.5) -> np.ndarray:
+    """`fill_gaps` of a huge image, one tile at a time, so that its whole-image temporaries (the
+    colour gradient, two watersheds: ~150 bytes a pixel) stay the size of a tile.
+
+    Each tile's own part (`own_parts`) is filled from the tile, which reaches half the tiles'
+    overlap beyond it on every side. A gap grain that crosses into a finished part is found
+    twice; where the two cover the same pixels of that margin (IoU > `min_iou`), they are one
+    grain (union-find over the new ids)."""
+    height, width = labels.shape
+    out = labels.copy()
+    done = np.zeros((height, width), bool)
+    first_new = next_id = int(labels.max()) + 1
+    parent: dict[int, int] = {}
+
+    def root(k: int) -> int:
+        while parent.get(k, k) != k:
+            k = parent[k]
+        return k
+
+    for (x0, y0, x1, y1), (wx0, wy0, wx1, wy1) in own_parts(tiles):
+        window = np.s_[wy0:wy1, wx0:wx1]
+        before = labels[window]
+        filled = fill_gaps(before, rgb[window], cfg)
+        new = filled > before.max()  # gap grains, numbered after the tile's own labels
+        filled[new] += next_id - 1 - before.max()
+        next_id = max(next_id, int(filled.max()) + 1)
+        margin = done[window]
+        for b, a in joined_ids(filled, out[window], new & margin & (out[window] >= first_new), margin, min_iou):
+            parent[root(int(b))] = root(int(a))
+        out[y0:y1, x0:x1] = filled[y0 - wy0 : y1 - wy0, x0 - wx0 : x1 - wx0]
+        done[y0:y1, x0:x1] = True
+    if not parent:
+        return out
+    lut = np.arange(next_id, dtype=np.int32)
+    lut[list(parent)] = [root(k) for k in parent]
+    return lut[out]
+
+
+def joined_ids(mine: np.ndarray, theirs: np.ndarray, both: np.ndarray, region: np.ndarray,
+               min_iou: float) -> list[tuple[int, int]]:
+    """Pairs (my id, their id) whose pixels inside `region` have IoU > `min_iou` (so each id has at
+    most one partner); `both`: the region's pixels where both sides hold a new id."""
+    if not both.any():
+        return []
+    pairs, overlap = np.unique(np.stack([mine[both], theirs[both]]), axis=1, return_counts=True)
+    mine_area = dict(zip(*np.unique(mine[region], return_counts=True)))
+    theirs_area = dict(zip(*np.unique(theirs[region], return_counts=True)))
+    return [(b, a) for (b, a), n in zip(pairs.T, overlap)
+            if n > min_iou * (mine_area[b] + theirs_area[a] - n)]
 
 
 def merge_phase(cands: list[Candidate], phase_side: np.ndarray, cfg: MergeConfig,

@@ -171,7 +171,7 @@ def merge_masks(image: PathLike, crops_file: PathLike, prompts_file: PathLike, m
 
 def draw_overlay(image: PathLike, labels_file: PathLike, map_file: PathLike, dst: PathLike, mode: Mode) -> None:
     rgb = io.read_image(image)
-    labels = io.read_image(labels_file).astype(np.int64)
+    labels = io.read_image(labels_file)
     boundaries = io.read_image(map_file) if mode == "grain" else None
     classes = io.read_image(map_file) if mode == "phase" else None
     if classes is not None and classes.max(initial=0) <= 1:
