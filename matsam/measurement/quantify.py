@@ -3,12 +3,14 @@
 All functions take a label image (H, W) of non-negative ints, 0 = background / boundary, one id per
 object (grain or particle). Pixel lengths become micrometres when ``pixel_size_um`` (µm per pixel,
 square pixels) is known; without it the physical values are NaN rather than errors, so a pipeline
-can still tabulate images of unknown scale.
+can still tabulate images of unknown scale. Huge images are measured in bands of rows
+(`BAND_PIXELS`), so memory stays bounded; an image of up to 2048 x 2048 px is a single band.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -131,12 +133,13 @@ class _Band:
         return self.sums(weights.ravel()[self.fg])
 
 
-def _band_totals(labels: np.ndarray, lut: np.ndarray, n: int, per_band) -> list[np.ndarray]:
+def _band_totals(labels: np.ndarray, lut: np.ndarray, n: int,
+                 per_band: Callable[[_Band], list[np.ndarray]]) -> list[np.ndarray]:
     """Sums over the bands of ``per_band(band)``, a list of per-object arrays."""
-    total = None
+    total: list[np.ndarray] = []
     for r0, r1 in row_bands(*labels.shape):
         part = per_band(_Band(labels, r0, r1, lut, n))
-        total = part if total is None else [t + p for t, p in zip(total, part, strict=True)]
+        total = [t + p for t, p in zip(total, part, strict=True)] if total else part
     return total
 
 
@@ -407,11 +410,11 @@ def object_classes(labels: np.ndarray, phase: np.ndarray) -> tuple[np.ndarray, n
     map: the class most of its pixels have."""
     labels, phase = np.asarray(labels), np.asarray(phase)
     n_classes = int(phase.max(initial=0)) + 1
-    votes = np.zeros((int(labels.max(initial=0)) + 1) * n_classes, np.int64)
-    for r0, r1 in row_bands(*labels.shape):  # (label, class) pair counts, band by band
+    pair_counts = np.zeros((int(labels.max(initial=0)) + 1) * n_classes, np.int64)
+    for r0, r1 in row_bands(*labels.shape):  # (label, class) pairs, band by band
         pairs = labels[r0:r1].ravel().astype(np.int64) * n_classes + phase[r0:r1].ravel()
-        votes += np.bincount(pairs, minlength=votes.size)
-    votes = votes.reshape(-1, n_classes)
+        pair_counts += np.bincount(pairs, minlength=pair_counts.size)
+    votes = pair_counts.reshape(-1, n_classes)
     ids = np.flatnonzero(votes.sum(axis=1))
     ids = ids[ids > 0]
     return ids, votes[ids].argmax(axis=1)
