@@ -101,7 +101,7 @@ def coco_document(labels: np.ndarray, file_name: str, mode: str, class_map: np.n
     height, width = labels.shape
     multi = class_map is not None and int(class_map.max(initial=0)) > 1
     annotations = []
-    for label, box in enumerate(ndimage.find_objects(labels.astype(np.int64)), start=1):
+    for label, box in enumerate(ndimage.find_objects(labels), start=1):
         if box is None:
             continue
         rows, cols = np.nonzero(labels[box] == label)

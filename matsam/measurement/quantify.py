@@ -3,12 +3,14 @@
 All functions take a label image (H, W) of non-negative ints, 0 = background / boundary, one id per
 object (grain or particle). Pixel lengths become micrometres when ``pixel_size_um`` (µm per pixel,
 square pixels) is known; without it the physical values are NaN rather than errors, so a pipeline
-can still tabulate images of unknown scale.
+can still tabulate images of unknown scale. Huge images are measured in bands of rows
+(`BAND_PIXELS`), so memory stays bounded; an image of up to 2048 x 2048 px is a single band.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -44,29 +46,101 @@ _PERIMETER_WEIGHTS[[21, 33]] = math.sqrt(2)
 _PERIMETER_WEIGHTS[[13, 23]] = (1 + math.sqrt(2)) / 2
 
 
-def _perimeters(labels: np.ndarray, index: np.ndarray, n: int) -> np.ndarray:
-    """``skimage.measure.perimeter(labels == l, 4)`` for every object at once.
+# Pixels per band of rows: large images are measured band by band, so that the per-pixel
+# temporaries (int64 / float64, 8 bytes a pixel each) stay bounded; an image of up to
+# 2048 x 2048 px is one band, computed exactly as one whole-image pass.
+BAND_PIXELS = 2048 * 2048
 
-    ``index`` maps each foreground pixel (raster order) to its object's row 0..n-1.
+
+def row_bands(height: int, width: int) -> list[tuple[int, int]]:
+    """(start, stop) rows of the bands of at most BAND_PIXELS pixels (at least a row) covering an image."""
+    step = max(1, BAND_PIXELS // max(width, 1))
+    return [(r0, min(r0 + step, height)) for r0 in range(0, height, step)]
+
+
+def label_counts(labels: np.ndarray) -> np.ndarray:
+    """``np.bincount(labels.ravel())`` by bands, without a whole-image int64 copy.
+
+    Its length is the largest label + 1, so the ids should be about consecutive (matsam's are).
     """
-    height, width = labels.shape
-    pad = np.pad(labels, 1)
+    counts = np.zeros(int(labels.max(initial=0)) + 1, np.int64)
+    for r0, r1 in row_bands(*labels.shape):
+        counts += np.bincount(labels[r0:r1].ravel(), minlength=counts.size)
+    return counts
+
+
+def object_ids(labels: np.ndarray) -> np.ndarray:
+    """The labels > 0 present, increasing: ``np.unique(labels[labels > 0])`` in less memory."""
+    ids = np.flatnonzero(label_counts(labels))
+    return ids[ids > 0]
+
+
+def _perimeter_weights(window: np.ndarray) -> np.ndarray:
+    """Per pixel of ``window``, what it adds to ``skimage.measure.perimeter(labels == l, 4)`` of
+    its object l (0 off the object's border), for all objects at once.
+
+    Outside the window counts as background, so its first and last two rows are exact only at
+    the image's own edges: a band needs a halo of 2 rows (whether a halo pixel is a border pixel
+    decides the codes of the band's first row, and that needs the row beyond).
+    """
+    height, width = window.shape
+    pad = np.pad(window, 1)
 
     def shifted(img: np.ndarray, dy: int, dx: int) -> np.ndarray:
         return img[1 + dy : 1 + dy + height, 1 + dx : 1 + dx + width]
 
-    same4 = [shifted(pad, dy, dx) == labels for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1))]
-    border = (labels > 0) & ~np.logical_and.reduce(same4)
+    same4 = [shifted(pad, dy, dx) == window for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1))]
+    border = (window > 0) & ~np.logical_and.reduce(same4)
+    del same4, pad
     # Border pixels keep their label, others 0, so "neighbour is a border pixel of my object"
     # is one comparison.
-    bpad = np.pad(np.where(border, labels, 0), 1)
-    code = np.ones(labels.shape, dtype=np.int64)
+    bpad = np.pad(np.where(border, window, 0), 1)
+    code = np.ones(window.shape, dtype=np.int64)
     for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
-        code += 2 * (shifted(bpad, dy, dx) == labels)
+        code += 2 * (shifted(bpad, dy, dx) == window)
     for dy, dx in ((-1, -1), (-1, 1), (1, -1), (1, 1)):
-        code += 10 * (shifted(bpad, dy, dx) == labels)
-    fg_border = border[labels > 0]
-    return np.bincount(index[fg_border], weights=_PERIMETER_WEIGHTS[code[border]], minlength=n)
+        code += 10 * (shifted(bpad, dy, dx) == window)
+    return np.where(border, _PERIMETER_WEIGHTS[code], 0.0)
+
+
+class _Band:
+    """The foreground pixels of one band of rows: raster positions, rows, columns, object rows.
+
+    ``index`` maps each foreground pixel (raster order) to its object's row 0..n-1 through
+    ``lut`` (label -> row), as ``np.unique(..., return_inverse=True)`` would.
+    """
+
+    def __init__(self, labels: np.ndarray, r0: int, r1: int, lut: np.ndarray, n: int):
+        self.r0, self.r1, self.n = r0, r1, n
+        flat = labels[r0:r1].ravel()
+        self.fg = np.flatnonzero(flat)
+        self.index = lut[flat[self.fg]]
+        self.rows, self.cols = np.divmod(self.fg, labels.shape[1])
+        self.rows += r0
+
+    def sums(self, values: np.ndarray) -> np.ndarray:
+        """Per-object sums of ``values`` (one per foreground pixel of the band)."""
+        return np.bincount(self.index, weights=values, minlength=self.n)
+
+    def pixels(self, image: np.ndarray) -> np.ndarray:
+        """The band's foreground pixels of a full-size image, in raster order."""
+        return image[self.r0 : self.r1].ravel()[self.fg]
+
+    def perimeter_sums(self, labels: np.ndarray) -> np.ndarray:
+        """Per-object perimeters of the band's pixels (`_perimeter_weights` with a 2-row halo)."""
+        a0, a1 = max(self.r0 - 2, 0), min(self.r1 + 2, labels.shape[0])
+        weights = _perimeter_weights(labels[a0:a1])[self.r0 - a0 : self.r1 - a0]
+        return self.sums(weights.ravel()[self.fg])
+
+
+def _band_totals(labels: np.ndarray, lut: np.ndarray, n: int,
+                 per_band: Callable[[_Band], list[np.ndarray]]) -> list[np.ndarray]:
+    """Sums over the bands of ``per_band(band)``, a list of per-object arrays."""
+    total: list[np.ndarray] = []
+    for r0, r1 in row_bands(*labels.shape):
+        part = per_band(_Band(labels, r0, r1, lut, n))
+        total = [t + p for t, p in zip(total, part, strict=True)] if total else part
+    return total
 
 
 def object_table(
@@ -110,24 +184,34 @@ def object_table(
         raise ValueError(f"labels must be 2-D, got shape {labels.shape}")
     if intensity is not None and np.shape(intensity) != labels.shape:
         raise ValueError(f"intensity shape {np.shape(intensity)} != labels shape {labels.shape}")
+    intensity = None if intensity is None else np.asarray(intensity)
     columns = PX_COLUMNS + (UM_COLUMNS if pixel_size_um is not None else [])
     dtypes = {"label": np.int64, "area_px": np.int64, "touches_border": bool}
     if not labels.any():
         return pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, float)) for c in columns})
 
-    fg = np.flatnonzero(labels)
-    ids, index = np.unique(labels.ravel()[fg], return_inverse=True)
+    counts = label_counts(labels)
+    ids = np.flatnonzero(counts)
+    ids = ids[ids > 0]
     n = ids.size
-    area = np.bincount(index, minlength=n)
+    area = counts[ids]
+    lut = np.zeros(counts.size, np.int32)
+    lut[ids] = np.arange(n, dtype=np.int32)
+    del counts
 
-    def mean(values: np.ndarray) -> np.ndarray:
-        return np.bincount(index, weights=values, minlength=n) / area
+    # Two passes over the bands, as one whole-image pass would do: the centroids first, then the
+    # central second moments about them (more accurate than raw moments minus the centroid²).
+    sum_y, sum_x = _band_totals(labels, lut, n, lambda b: [b.sums(b.rows), b.sums(b.cols)])
+    cy, cx = sum_y / area, sum_x / area
 
-    rows, cols = np.divmod(fg, labels.shape[1])
-    cy, cx = mean(rows), mean(cols)
-    dy, dx = rows - cy[index], cols - cx[index]
+    def second_pass(b: _Band) -> list[np.ndarray]:
+        dy, dx = b.rows - cy[b.index], b.cols - cx[b.index]
+        sums = [b.sums(dy * dy), b.sums(dx * dx), b.sums(dy * dx), b.perimeter_sums(labels)]
+        return sums + ([b.sums(b.pixels(intensity).astype(np.float64))] if intensity is not None else [])
+
+    s_yy, s_xx, s_xy, perimeter, *s_intensity = _band_totals(labels, lut, n, second_pass)
     # Central second moments / area (skimage's inertia tensor is [[m_xx, -m_xy], [-m_xy, m_yy]]).
-    m_yy, m_xx, m_xy = mean(dy * dy), mean(dx * dx), mean(dy * dx)
+    m_yy, m_xx, m_xy = s_yy / area, s_xx / area, s_xy / area
     half_trace = (m_yy + m_xx) / 2
     root = np.hypot((m_yy - m_xx) / 2, m_xy)
     major = 4 * np.sqrt(half_trace + root)
@@ -142,18 +226,14 @@ def object_table(
             "label": ids,
             "area_px": area,
             "equivalent_diameter_px": np.sqrt(4 * area / np.pi),
-            "perimeter_px": _perimeters(labels, index, n),
+            "perimeter_px": perimeter,
             "major_axis_px": major,
             "minor_axis_px": minor,
             "aspect_ratio": np.divide(major, minor, out=np.full(n, np.nan), where=minor > 0),
             "orientation_deg": np.where(root > 1e-9 * half_trace, orientation, 0.0),
             "centroid_y": cy,
             "centroid_x": cx,
-            "mean_intensity": (
-                np.full(n, np.nan)
-                if intensity is None
-                else mean(np.asarray(intensity).ravel()[fg].astype(np.float64))
-            ),
+            "mean_intensity": s_intensity[0] / area if s_intensity else np.full(n, np.nan),
             "touches_border": np.isin(ids, edge),
         }
     )
@@ -188,7 +268,7 @@ def astm_planimetric(labels: np.ndarray, pixel_size_um: float | None) -> dict[st
         NaN without a pixel size, and G and the mean area also without grains.
     """
     labels = np.asarray(labels)
-    ids = np.unique(labels[labels > 0])
+    ids = object_ids(labels)
     corners = labels[[0, 0, -1, -1], [0, -1, 0, -1]]
     corners = corners[corners > 0]
     edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
@@ -301,7 +381,7 @@ def image_summary(
         ``mean_area_px_class_<k>`` for k = 1..max id.
     """
     labels = np.asarray(labels)
-    n = np.unique(labels[labels > 0]).size
+    n = object_ids(labels).size
     mean_px = float(np.count_nonzero(labels)) / n if n else math.nan
     grain = mode == "grain"
     row = {
@@ -314,10 +394,10 @@ def image_summary(
     }
     if phase is not None and np.asarray(phase).max(initial=0) > 1:
         phase = np.asarray(phase)
-        counts = np.bincount(phase.ravel().astype(np.int64))
+        counts = label_counts(phase)
         row.update({f"fraction_class_{k}": float(counts[k] / phase.size) for k in range(1, counts.size)})
         ids, classes = object_classes(labels, phase)
-        areas = np.bincount(labels.ravel().astype(np.int64))[ids]
+        areas = label_counts(labels)[ids]
         for k in range(1, counts.size):
             of_k = areas[classes == k]
             row[f"n_objects_class_{k}"] = int(of_k.size)
@@ -328,11 +408,13 @@ def image_summary(
 def object_classes(labels: np.ndarray, phase: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Object ids (increasing, as in `object_table`) and each one's class in a multi-phase class
     map: the class most of its pixels have."""
-    flat = np.asarray(labels).ravel().astype(np.int64)
-    cls = np.asarray(phase).ravel().astype(np.int64)
-    n_classes = int(cls.max(initial=0)) + 1
-    votes = np.bincount(flat * n_classes + cls, minlength=(int(flat.max(initial=0)) + 1) * n_classes)
-    votes = votes.reshape(-1, n_classes)
+    labels, phase = np.asarray(labels), np.asarray(phase)
+    n_classes = int(phase.max(initial=0)) + 1
+    pair_counts = np.zeros((int(labels.max(initial=0)) + 1) * n_classes, np.int64)
+    for r0, r1 in row_bands(*labels.shape):  # (label, class) pairs, band by band
+        pairs = labels[r0:r1].ravel().astype(np.int64) * n_classes + phase[r0:r1].ravel()
+        pair_counts += np.bincount(pairs, minlength=pair_counts.size)
+    votes = pair_counts.reshape(-1, n_classes)
     ids = np.flatnonzero(votes.sum(axis=1))
     ids = ids[ids > 0]
     return ids, votes[ids].argmax(axis=1)

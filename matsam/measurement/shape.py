@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from matsam.measurement import quantify
+
 SHAPE_COLUMNS = ["circularity", "solidity", "feret_max_px", "feret_min_px", "n_neighbours"]
 NEIGHBOUR_DISTANCE = 2  # px: grains separated by a one-pixel boundary line are neighbours
 _CORNERS = np.array([[-0.5, -0.5], [-0.5, 0.5], [0.5, -0.5], [0.5, 0.5]])
@@ -46,21 +48,36 @@ def _polygon_area(p: np.ndarray) -> float:
     return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
 
 
-def neighbour_counts(labels: np.ndarray, ids: np.ndarray, distance: int = NEIGHBOUR_DISTANCE) -> np.ndarray:
-    """How many other objects come within `distance` px (chessboard) of each object in `ids`."""
-    labels = np.asarray(labels, dtype=np.int64)
+def _neighbour_pairs(labels: np.ndarray, r0: int, r1: int, distance: int, base: int) -> list[np.ndarray]:
+    """Codes lo * base + hi of the pairs of different objects within `distance` px (chessboard)
+    of a pixel of rows r0..r1: each offset once, looking down and right only, so the band needs
+    `distance` rows below it (zeros beyond the image)."""
     height, width = labels.shape
-    base = int(labels.max()) + 1
-    pad = np.pad(labels, distance)
-    codes = [np.empty(0, np.int64)]
+    stop = min(r1 + distance, height)
+    pad = np.pad(labels[r0:stop], ((distance, distance + r1 - stop), (distance, distance)))
+    band = labels[r0:r1]
+    codes = []
     for dy in range(0, distance + 1):
         for dx in range(-distance, distance + 1):
             if dy == 0 and dx <= 0:
                 continue  # each offset once: the pair is symmetric
-            other = pad[distance + dy : distance + dy + height, distance + dx : distance + dx + width]
-            hit = (labels != other) & (labels > 0) & (other > 0)
-            lo, hi = np.minimum(labels[hit], other[hit]), np.maximum(labels[hit], other[hit])
-            codes.append(np.unique(lo * base + hi))
+            other = pad[distance + dy : distance + dy + r1 - r0, distance + dx : distance + dx + width]
+            hit = (band != other) & (band > 0) & (other > 0)
+            a, b = band[hit].astype(np.int64), other[hit].astype(np.int64)
+            codes.append(np.unique(np.minimum(a, b) * base + np.maximum(a, b)))
+    return codes
+
+
+def neighbour_counts(labels: np.ndarray, ids: np.ndarray, distance: int = NEIGHBOUR_DISTANCE) -> np.ndarray:
+    """How many other objects come within `distance` px (chessboard) of each object in `ids`.
+
+    Band by band (`quantify.row_bands`), so the per-offset temporaries stay small on huge images.
+    """
+    labels = np.asarray(labels)
+    base = int(labels.max()) + 1
+    codes = [np.empty(0, np.int64)]
+    for r0, r1 in quantify.row_bands(*labels.shape):
+        codes += _neighbour_pairs(labels, r0, r1, distance, base)
     lo, hi = np.divmod(np.unique(np.concatenate(codes)), base)
     counts = np.bincount(np.concatenate([lo, hi]), minlength=base)
     return counts[ids]
@@ -74,8 +91,8 @@ def shape_table(labels: np.ndarray, perimeter_px: np.ndarray) -> pd.DataFrame:
     convex hull's area.
     """
     labels = np.asarray(labels)
-    ids = np.unique(labels[labels > 0])
-    slices = ndimage.find_objects(labels.astype(np.int64))
+    ids = quantify.object_ids(labels)
+    slices = ndimage.find_objects(labels)
     rows = np.zeros((ids.size, 3))
     area = np.zeros(ids.size)
     for k, label in enumerate(ids):

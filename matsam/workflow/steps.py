@@ -185,7 +185,7 @@ def quantify_objects(raw_image: PathLike, labels_file: PathLike, map_file: PathL
     """Per-object table in the image's own intensity units (with the shape columns), the image's
     summary row (with the ASTM counts in grain mode), and the COCO export of its objects."""
     intensity = imaging.grey_intensity(io.read_image(raw_image))
-    labels = io.read_image(labels_file).astype(np.int64)
+    labels = io.read_image(labels_file)  # its own dtype (uint32): the measurements work by bands
     pixel = cfg.pixel_size_um
     table = quantify.object_table(labels, intensity, pixel)
     table = pd.concat([table, shape.shape_table(labels, table["perimeter_px"].to_numpy())], axis=1)
