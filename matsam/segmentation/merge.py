@@ -283,7 +283,9 @@ def fill_gaps(labels: np.ndarray, rgb: np.ndarray, cfg: MergeConfig) -> np.ndarr
     if radius > 0 and unlabelled.any():
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
         wide = cv2.morphologyEx(unlabelled, cv2.MORPH_OPEN, kernel)
-        if cfg.gap_grains == "watershed":
+        if not wide.any():  # no wide gap: the colour watershed (most of the time here) is not needed
+            n = 1
+        elif cfg.gap_grains == "watershed":
             regions = connected_label(~colour_watershed_lines(rgb), background=0, connectivity=1)
             new = drop_thin_pieces(np.where(wide > 0, regions, 0), radius)
             n = int(new.max()) + 1
