@@ -8,7 +8,7 @@ so it is cut into tiles. Each subprocess reports its own peak RSS (VmHWM); the
 table gives it with the seconds per step, and the adjusted Rand index of matsam's grains against
 the true grains (boundary pixels left out, every 4th pixel in each direction).
 
-    .venv/bin/python benchmarks/huge_image.py                            # 10,000 x 8,000 (~15 min, 2 cores)
+    .venv/bin/python benchmarks/huge_image.py                            # 10,000 x 8,000 (~12 min, 2 cores)
     .venv/bin/python benchmarks/huge_image.py --width 3000 --height 2400 --no-write   # a quick check
     .venv/bin/python benchmarks/huge_image.py --work-dir W --from-step merge_masks   # after a merge change
 """

@@ -164,13 +164,23 @@ BAND_ROWS = 512
 
 def read_rgb8(path: str | os.PathLike[str], scale16: str = "percentile",
               percentiles: tuple[float, float] = (0.5, 99.5)) -> np.ndarray:
-    """`to_rgb8(read_image(path))`, but a huge uncompressed TIFF of unsigned integers is
-    memory-mapped and converted band by band, with its percentiles from a histogram: the whole
-    image is never decoded into float64 (10,000 x 8,000 px: 0.3 GB instead of 2.75 GB)."""
+    """`to_rgb8(read_image(path))`, but a huge TIFF of unsigned integers is converted band by
+    band, with its percentiles from a histogram: memory-mapped when uncompressed, decoded strip
+    by strip (or tile row by tile row) when compressed, so the whole image is never decoded into
+    float64 (10,000 x 8,000 px: 0.3 GB instead of 2.75 GB)."""
     raw = memmap_tiff(Path(path))
+    if raw is None:
+        raw = CompressedTiffRows.open(Path(path))
     if raw is None or raw.shape[0] * raw.shape[1] < BANDED_MIN_PIXELS:
         return to_rgb8(read_image(path), scale16, percentiles)
-    return banded_rgb8(raw, scale16, percentiles)
+    return banded_rgb8(raw, scale16, percentiles, getattr(raw, "band_rows", BAND_ROWS))
+
+
+def banded_tiff_ok(shape: tuple[int, ...], dtype: np.dtype) -> bool:
+    """Pixels the banded reader takes: unsigned 8/16-bit, (H, W) or (H, W, 3|4), at least 16 px
+    a side; anything else (planar, float, tiny: errors included) goes to the whole-image reader."""
+    return (dtype.kind == "u" and dtype.itemsize <= 2 and len(shape) in (2, 3) and min(shape[:2]) >= 16
+            and (len(shape) == 2 or shape[2] in (3, 4)))
 
 
 def memmap_tiff(path: Path) -> np.ndarray | None:
@@ -182,39 +192,86 @@ def memmap_tiff(path: Path) -> np.ndarray | None:
         raw = tifffile.memmap(path, mode="r")
     except Exception:  # compressed, tiled, not a TIFF: the whole-image reader decides
         return None
-    if raw.dtype.kind != "u" or raw.itemsize > 2:
-        return None
-    try:
-        return checked_image(path, raw)
-    except InputError:
-        return None
+    return raw if banded_tiff_ok(raw.shape, raw.dtype) else None
 
 
-def banded_rgb8(raw: np.ndarray, scale16: str, percentiles: tuple[float, float],
-                rows: int = BAND_ROWS) -> np.ndarray:
-    """`to_rgb8(raw)` computed `rows` rows at a time (raw: uint8 / uint16, (H, W) or (H, W, 3|4))."""
-    if raw.ndim == 3:
-        raw = raw[..., :3]
+class CompressedTiffRows:
+    """Rows of a compressed TIFF's first page, decoded on demand, strip by strip or tile row by
+    tile row: `rows[r0:r1]` decodes only the segments that hold those rows. Bands of
+    `band_rows` (a multiple of the segments' height) decode every segment once."""
+
+    def __init__(self, path: Path, page: Any) -> None:
+        self.path, self.shape, self.dtype, self.ndim = path, tuple(page.shape), page.dtype, len(page.shape)
+        self.segment_rows = int(page.tilelength if page.is_tiled else page.rowsperstrip)
+        self.band_rows = max(1, BAND_ROWS // self.segment_rows) * self.segment_rows
+        per_row = -(-self.shape[1] // int(page.tilewidth)) if page.is_tiled else 1
+        self._segments = [list(range(k * per_row, (k + 1) * per_row)) for k in range(len(page.dataoffsets) // per_row)]
+        self._offsets, self._counts, self._decode = page.dataoffsets, page.databytecounts, page.decode
+
+    @classmethod
+    def open(cls, path: Path) -> CompressedTiffRows | None:
+        """The reader, for a compressed, chunked, pixel-interleaved first page whose segments
+        are at most BAND_ROWS tall (a one-strip file is read whole anyway); None otherwise."""
+        if path.suffix.lower() not in (".tif", ".tiff") or not path.is_file():
+            return None
+        try:
+            with tifffile.TiffFile(path) as tif:
+                page = tif.pages.first
+                rows = page.tilelength if page.is_tiled else page.rowsperstrip
+                if (page.compression == 1 or not 0 < rows <= BAND_ROWS or page.tiledepth > 1
+                        or (page.samplesperpixel > 1 and page.planarconfig != 1)
+                        or not banded_tiff_ok(tuple(page.shape), page.dtype)):
+                    return None
+                return cls(path, page)
+        except Exception:  # not a TIFF, or one tifffile cannot parse: the whole-image reader decides
+            return None
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        r0, r1, _ = rows.indices(self.shape[0])
+        out = np.empty((r1 - r0, *self.shape[1:]), self.dtype)
+        with open(self.path, "rb") as fh:
+            for k in range(r0 // self.segment_rows, -(-r1 // self.segment_rows)):
+                for index in self._segments[k]:
+                    fh.seek(self._offsets[index])
+                    data, (_, _, y, x, _), _ = self._decode(fh.read(self._counts[index]), index)
+                    if data is None:
+                        continue  # an empty segment
+                    part = data[0].reshape(data.shape[1], data.shape[2], -1)
+                    top, bottom = max(y, r0), min(y + part.shape[0], r1)
+                    width = min(part.shape[1], self.shape[1] - x)
+                    block = part[top - y : bottom - y, :width]
+                    out[top - r0 : bottom - r0, x : x + width] = block if self.ndim == 3 else block[..., 0]
+        return out
+
+
+def banded_rgb8(raw: Any, scale16: str, percentiles: tuple[float, float], rows: int = BAND_ROWS) -> np.ndarray:
+    """`to_rgb8(raw)` computed `rows` rows at a time (raw: uint8 / uint16, (H, W) or (H, W, 3|4),
+    anything whose `raw[r0:r1]` gives those rows)."""
+    def bands() -> Iterator[tuple[int, np.ndarray]]:
+        for r0 in range(0, raw.shape[0], rows):
+            band = np.asarray(raw[r0 : r0 + rows])
+            yield r0, band[..., :3] if band.ndim == 3 else band
+
     lo = hi = 0.0
     if raw.dtype != np.uint8:
         if scale16 == "full":
             lo, hi = 0.0, float(np.iinfo(raw.dtype).max)
         else:
-            lo, hi = histogram_percentiles(raw, percentiles, rows)
+            lo, hi = histogram_percentiles((band for _, band in bands()), raw.dtype, percentiles)
     out = np.empty((raw.shape[0], raw.shape[1], 3), np.uint8)
-    for r0 in range(0, raw.shape[0], rows):
-        band = raw[r0 : r0 + rows]
+    for r0, band in bands():
         band8 = band if band.dtype == np.uint8 else scale_to_uint8(band, lo, hi)
-        out[r0 : r0 + rows] = band8 if band8.ndim == 3 else band8[..., None]
+        out[r0 : r0 + band.shape[0]] = band8 if band8.ndim == 3 else band8[..., None]
     return out
 
 
-def histogram_percentiles(raw: np.ndarray, percentiles: tuple[float, float], rows: int) -> tuple[float, float]:
+def histogram_percentiles(bands: Iterator[np.ndarray], dtype: np.dtype,
+                          percentiles: tuple[float, float]) -> tuple[float, float]:
     """np.percentile's (linear) values of an unsigned integer image from its histogram, read in
     bands; the [min, max] when the percentiles coincide, as `to_uint8` does."""
-    counts = np.zeros(np.iinfo(raw.dtype).max + 1, np.int64)
-    for r0 in range(0, raw.shape[0], rows):
-        counts += np.bincount(np.asarray(raw[r0 : r0 + rows]).ravel(), minlength=counts.size)
+    counts = np.zeros(np.iinfo(dtype).max + 1, np.int64)
+    for band in bands:
+        counts += np.bincount(band.ravel(), minlength=counts.size)
     cum = np.cumsum(counts)
     n = int(cum[-1])
 

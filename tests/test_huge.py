@@ -39,14 +39,42 @@ def test_banded_read_of_a_tiff_equals_the_whole_image_read(tmp_path, shape, scal
     np.testing.assert_array_equal(io.banded_rgb8(raw, scale16, (0.5, 99.5), rows=37), whole)
 
 
-def test_read_rgb8_maps_a_huge_tiff_and_reads_a_compressed_one_whole(tmp_path, monkeypatch):
+def test_read_rgb8_maps_a_huge_tiff_and_decodes_a_compressed_one_band_by_band(tmp_path, monkeypatch):
     raw = sixteen_bit_tiff(tmp_path / "raw.tif", (120, 90))
-    tifffile.imwrite(tmp_path / "zip.tif", raw, compression="zlib")
+    tifffile.imwrite(tmp_path / "zip.tif", raw, compression="zlib", rowsperstrip=16)
     monkeypatch.setattr(io, "BANDED_MIN_PIXELS", 0)
     assert io.memmap_tiff(tmp_path / "zip.tif") is None  # compressed: not mappable
+    assert io.CompressedTiffRows.open(tmp_path / "zip.tif") is not None
     whole = io.to_rgb8(raw)
     np.testing.assert_array_equal(io.read_rgb8(tmp_path / "raw.tif"), whole)
     np.testing.assert_array_equal(io.read_rgb8(tmp_path / "zip.tif"), whole)
+
+
+@pytest.mark.parametrize("shape", [(200, 300), (200, 300, 3), (200, 300, 4)])
+@pytest.mark.parametrize("layout", [{"rowsperstrip": 24}, {"rowsperstrip": 7}, {"tile": (64, 64)}])
+def test_compressed_tiff_rows_decode_only_their_segments_and_give_the_image(tmp_path, shape, layout):
+    """Strips or tiles (tiles padded past the image edge), any row range, grey / RGB / RGBA:
+    the very pixels of the whole-image read; the banded 8-bit conversion equals the whole one."""
+    raw = (np.random.default_rng(1).gamma(2.0, 3000.0, shape)).clip(0, 65535).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "zip.tif", raw, compression="zlib", **layout)
+    rows = io.CompressedTiffRows.open(tmp_path / "zip.tif")
+    assert rows is not None and rows.shape == raw.shape and rows.band_rows % rows.segment_rows == 0
+    np.testing.assert_array_equal(rows[0:200], raw)
+    np.testing.assert_array_equal(rows[13:101], raw[13:101])
+    for scale16 in ("percentile", "full"):
+        np.testing.assert_array_equal(io.banded_rgb8(rows, scale16, (0.5, 99.5), rows.band_rows),
+                                      io.to_rgb8(raw, scale16, (0.5, 99.5)))
+
+
+def test_a_one_strip_or_float_tiff_is_left_to_the_whole_image_reader(tmp_path):
+    raw = np.zeros((1000, 40), np.uint16)
+    tifffile.imwrite(tmp_path / "one.tif", raw, compression="zlib", rowsperstrip=1000)
+    tifffile.imwrite(tmp_path / "float.tif", raw.astype(np.float32), compression="zlib", rowsperstrip=16)
+    tifffile.imwrite(tmp_path / "plain.tif", raw)
+    for name in ("one.tif", "float.tif", "plain.tif"):
+        assert io.CompressedTiffRows.open(tmp_path / name) is None, name
+    (tmp_path / "bad.tif").write_text("not a tiff")
+    assert io.CompressedTiffRows.open(tmp_path / "bad.tif") is None
 
 
 def test_png_size_reads_the_header(tmp_path):
