@@ -294,8 +294,8 @@ def fill_gaps(labels: np.ndarray, rgb: np.ndarray, cfg: MergeConfig) -> np.ndarr
         if n > 1:
             areas = np.bincount(new.ravel(), minlength=n)
             keep = (areas >= cfg.min_object_area) & (np.arange(n) > 0)
-            ids = np.cumsum(keep) * keep + labels.max()
-            labels = np.where(keep[new], ids[new], labels).astype(np.int32)
+            ids = (np.cumsum(keep) * keep + labels.max()).astype(np.int32)  # int32 lookups: no int64 image
+            labels = np.where(keep[new], ids[new], labels).astype(np.int32, copy=False)
     if not (labels == 0).any():
         return labels
     if labels.max() == 0:
@@ -462,8 +462,8 @@ def add_missed_regions(labels: np.ndarray, phase_side: np.ndarray, min_area: int
         missed &= mean_depth >= min_depth
     missed[0] = False
     missed[np.unique(regions[labels > 0])] = False
-    ids = np.cumsum(missed) * missed + labels.max()
-    return np.where(missed[regions], ids[regions], labels).astype(np.int32)
+    ids = (np.cumsum(missed) * missed + labels.max()).astype(np.int32)  # int32 lookups: no int64 image
+    return np.where(missed[regions], ids[regions], labels).astype(np.int32, copy=False)
 
 
 def intensity_classes(smooth_gray: np.ndarray, n_classes: int) -> np.ndarray:
