@@ -407,8 +407,10 @@ def image_summary(
 
 def object_classes(labels: np.ndarray, phase: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Object ids (increasing, as in `object_table`) and each one's class in a multi-phase class
-    map: the class most of its pixels have."""
+    map: the class most of its pixels have. Any number of dimensions (a 3D stack is counted as
+    its rows)."""
     labels, phase = np.asarray(labels), np.asarray(phase)
+    labels, phase = labels.reshape(-1, labels.shape[-1]), phase.reshape(-1, phase.shape[-1])
     n_classes = int(phase.max(initial=0)) + 1
     pair_counts = np.zeros((int(labels.max(initial=0)) + 1) * n_classes, np.int64)
     for r0, r1 in row_bands(*labels.shape):  # (label, class) pairs, band by band
