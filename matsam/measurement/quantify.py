@@ -69,10 +69,15 @@ def label_counts(labels: np.ndarray) -> np.ndarray:
     return counts
 
 
+def present_ids(counts: np.ndarray) -> np.ndarray:
+    """The ids > 0 with a non-zero count (index = id), increasing."""
+    ids = np.flatnonzero(counts)
+    return ids[ids > 0]
+
+
 def object_ids(labels: np.ndarray) -> np.ndarray:
     """The labels > 0 present, increasing: ``np.unique(labels[labels > 0])`` in less memory."""
-    ids = np.flatnonzero(label_counts(labels))
-    return ids[ids > 0]
+    return present_ids(label_counts(labels))
 
 
 def _perimeter_weights(window: np.ndarray) -> np.ndarray:
@@ -191,8 +196,7 @@ def object_table(
         return pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, float)) for c in columns})
 
     counts = label_counts(labels)
-    ids = np.flatnonzero(counts)
-    ids = ids[ids > 0]
+    ids = present_ids(counts)
     n = ids.size
     area = counts[ids]
     lut = np.zeros(counts.size, np.int32)
@@ -381,8 +385,9 @@ def image_summary(
         ``mean_area_px_class_<k>`` for k = 1..max id.
     """
     labels = np.asarray(labels)
-    n = object_ids(labels).size
-    mean_px = float(np.count_nonzero(labels)) / n if n else math.nan
+    areas = label_counts(labels)
+    n = present_ids(areas).size
+    mean_px = float(areas[1:].sum()) / n if n else math.nan
     grain = mode == "grain"
     row = {
         "n_objects": int(n),
@@ -394,12 +399,11 @@ def image_summary(
     }
     if phase is not None and np.asarray(phase).max(initial=0) > 1:
         phase = np.asarray(phase)
-        counts = label_counts(phase)
-        row.update({f"fraction_class_{k}": float(counts[k] / phase.size) for k in range(1, counts.size)})
+        class_counts = label_counts(phase)
+        row.update({f"fraction_class_{k}": float(class_counts[k] / phase.size) for k in range(1, class_counts.size)})
         ids, classes = object_classes(labels, phase)
-        areas = label_counts(labels)[ids]
-        for k in range(1, counts.size):
-            of_k = areas[classes == k]
+        for k in range(1, class_counts.size):
+            of_k = areas[ids][classes == k]
             row[f"n_objects_class_{k}"] = int(of_k.size)
             row[f"mean_area_px_class_{k}"] = float(of_k.mean()) if of_k.size else math.nan
     return row
@@ -417,6 +421,5 @@ def object_classes(labels: np.ndarray, phase: np.ndarray) -> tuple[np.ndarray, n
         pairs = labels[r0:r1].ravel().astype(np.int64) * n_classes + phase[r0:r1].ravel()
         pair_counts += np.bincount(pairs, minlength=pair_counts.size)
     votes = pair_counts.reshape(-1, n_classes)
-    ids = np.flatnonzero(votes.sum(axis=1))
-    ids = ids[ids > 0]
+    ids = present_ids(votes.sum(axis=1))
     return ids, votes[ids].argmax(axis=1)

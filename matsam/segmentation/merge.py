@@ -154,14 +154,7 @@ def stitch_pieces(pieces: list[Candidate], tiles: list[Crop], min_iou: float = 0
     there, each the other's best match) are joined, transitively (union-find), into one
     candidate. A piece that matches none is dropped: its object lies whole in a neighbour (and
     so does a joined object that fits in one tile, `holds_whole`)."""
-    parent = list(range(len(pieces)))
-
-    def root(k: int) -> int:
-        while parent[k] != k:
-            parent[k] = parent[parent[k]]
-            k = parent[k]
-        return k
-
+    parent: dict[int, int] = {}
     by_tile: dict[int, list[int]] = defaultdict(list)
     for k, piece in enumerate(pieces):
         by_tile[piece.crop_index].append(k)
@@ -170,11 +163,18 @@ def stitch_pieces(pieces: list[Candidate], tiles: list[Crop], min_iou: float = 0
         region = box_intersection(boxes[a], boxes[b])
         if region is not None:
             for i, j in mutual_best_matches(pieces, by_tile[a], by_tile[b], region, min_iou):
-                parent[root(i)] = root(j)
+                parent[union_root(parent, i)] = union_root(parent, j)
     groups: dict[int, list[Candidate]] = defaultdict(list)
     for k, piece in enumerate(pieces):
-        groups[root(k)].append(piece)
+        groups[union_root(parent, k)].append(piece)
     return [union_candidate(group) for group in groups.values() if len(group) > 1]
+
+
+def union_root(parent: dict[int, int], k: int) -> int:
+    """The root of `k` in a union-find forest kept as child -> parent (an absent key is a root)."""
+    while parent.get(k, k) != k:
+        k = parent[k]
+    return k
 
 
 def box_intersection(a: Box, b: Box) -> Box | None:
@@ -362,28 +362,23 @@ def fill_gaps_by_window(labels: np.ndarray, rgb: np.ndarray, cfg: MergeConfig, t
     done = np.zeros((height, width), bool)
     first_new = next_id = int(labels.max()) + 1
     parent: dict[int, int] = {}
-
-    def root(k: int) -> int:
-        while parent.get(k, k) != k:
-            k = parent[k]
-        return k
-
     for (x0, y0, x1, y1), (wx0, wy0, wx1, wy1) in own_parts(tiles):
         window = np.s_[wy0:wy1, wx0:wx1]
         before = labels[window]
+        top = before.max()
         filled = fill_gaps(before, rgb[window], cfg)
-        new = filled > before.max()  # gap grains, numbered after the tile's own labels
-        filled[new] += next_id - 1 - before.max()
+        new = filled > top  # gap grains, numbered after the tile's own labels
+        filled[new] += next_id - 1 - top
         next_id = max(next_id, int(filled.max()) + 1)
         margin = done[window]
         for b, a in joined_ids(filled, out[window], new & margin & (out[window] >= first_new), margin, min_iou):
-            parent[root(int(b))] = root(int(a))
+            parent[union_root(parent, int(b))] = union_root(parent, int(a))
         out[y0:y1, x0:x1] = filled[y0 - wy0 : y1 - wy0, x0 - wx0 : x1 - wx0]
         done[y0:y1, x0:x1] = True
     if not parent:
         return out
     lut = np.arange(next_id, dtype=np.int32)
-    lut[list(parent)] = [root(k) for k in parent]
+    lut[list(parent)] = [union_root(parent, k) for k in parent]
     return lut[out]
 
 
