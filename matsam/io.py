@@ -79,6 +79,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             tmp.unlink()
 
 
+def unreadable(path: Path, exc: Exception) -> InputError:
+    """The one-line error of a file whose pixels cannot be decoded."""
+    return InputError(f"{path}: cannot read image ({type(exc).__name__}: {exc})")
+
+
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     """Read a micrograph as stored: (H, W) or (H, W, C) in its own dtype.
 
@@ -104,7 +109,7 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     except InputError:
         raise
     except Exception as exc:  # tifffile/OpenCV raise many types for corrupt files
-        raise InputError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from exc
+        raise unreadable(path, exc) from exc
     return checked_image(path, np.asarray(img))
 
 
@@ -233,7 +238,10 @@ class CompressedTiffRows:
             for k in range(r0 // self.segment_rows, -(-r1 // self.segment_rows)):
                 for index in self._segments[k]:
                     fh.seek(self._offsets[index])
-                    data, (_, _, y, x, _), _ = self._decode(fh.read(self._counts[index]), index)
+                    try:
+                        data, (_, _, y, x, _), _ = self._decode(fh.read(self._counts[index]), index)
+                    except Exception as exc:  # a corrupt or truncated segment
+                        raise unreadable(self.path, exc) from exc
                     if data is None:
                         continue  # an empty segment
                     part = data[0].reshape(data.shape[1], data.shape[2], -1)

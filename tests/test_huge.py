@@ -66,6 +66,21 @@ def test_compressed_tiff_rows_decode_only_their_segments_and_give_the_image(tmp_
                                       io.to_rgb8(raw, scale16, (0.5, 99.5)))
 
 
+def test_a_corrupt_strip_of_a_huge_compressed_tiff_is_a_one_line_error(tmp_path, monkeypatch):
+    raw = sixteen_bit_tiff(tmp_path / "raw.tif", (200, 90))
+    tifffile.imwrite(tmp_path / "zip.tif", raw, compression="zlib", rowsperstrip=16)
+    data = bytearray((tmp_path / "zip.tif").read_bytes())
+    with tifffile.TiffFile(tmp_path / "zip.tif") as tif:
+        offset = tif.pages.first.dataoffsets[5]
+    data[offset : offset + 64] = b"\xff" * 64
+    (tmp_path / "zip.tif").write_bytes(bytes(data))
+    monkeypatch.setattr(io, "BANDED_MIN_PIXELS", 0)
+    assert io.CompressedTiffRows.open(tmp_path / "zip.tif") is not None  # the header is fine
+    with pytest.raises(io.InputError, match=r"zip\.tif: cannot read image \(") as err:
+        io.read_rgb8(tmp_path / "zip.tif")
+    assert "\n" not in str(err.value)
+
+
 def test_a_one_strip_or_float_tiff_is_left_to_the_whole_image_reader(tmp_path):
     raw = np.zeros((1000, 40), np.uint16)
     tifffile.imwrite(tmp_path / "one.tif", raw, compression="zlib", rowsperstrip=1000)
