@@ -157,6 +157,12 @@ class MergeConfig:
     # Phase mode: an object belongs to the phase when at least this fraction of its pixels lies
     # on the phase side of the pre-segmentation threshold.
     phase_min_fraction: float = 0.5
+    # ... or when its mean grey is on the phase side and it is clearly more phase-like than a ring
+    # around it: its mean depth (0 at the threshold, 1 at the phase's mean grey) exceeds the ring's
+    # by at least this much. Shading or a threshold that cuts through the phase's grey leaves a
+    # large particle with fewer than half its pixels past the threshold; its contrast with the
+    # matrix around it still says what it is. 0 = the pixel fraction alone.
+    phase_min_contrast: float = 1.0
     # Phase mode: keep phase regions of the pre-segmentation that no SAM object touches (no
     # prompt reached them, or SAM's mask was rejected) as objects of their own.
     keep_missed_regions: bool = True

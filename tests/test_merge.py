@@ -19,6 +19,8 @@ from matsam.segmentation.merge import (
     merge_multiphase,
     merge_phase,
     paint,
+    phase_fraction,
+    phase_side,
     touches_inner_edge,
 )
 from matsam.segmentation.prompts import blurred
@@ -119,6 +121,33 @@ def test_phase_merge_keeps_only_objects_on_the_phase_side():
     labels, phase = merge_phase([dark, bright], side, MergeConfig(phase_min_fraction=0.5))
     assert phase[0:20, 0:20].all() and not phase[30:, 30:].any()
     assert labels.max() == 1
+
+
+def shaded_particle_scene():
+    """A dark 30 px particle in a bright matrix with only its core (36 %) past the threshold, as
+    when the threshold cuts through the phase's grey, and a slightly darker patch of matrix."""
+    smooth = np.full((80, 120), 200.0, np.float32)
+    smooth[10:40, 10:40] = 115.0  # threshold 110: just on the matrix side
+    smooth[16:34, 16:34] = 40.0
+    smooth[50:70, 80:100] = 170.0  # darker than the matrix around it, still matrix-coloured
+    side, depth = phase_side(smooth, 110.0, "dark")
+    return side, depth, square(10, 10, 30), square(80, 50, 20)
+
+
+def test_a_shaded_particle_with_matrix_around_it_is_phase():
+    side, depth, particle, patch = shaded_particle_scene()
+    assert phase_fraction(particle, side) < 0.5
+    labels, phase = merge_phase([particle, patch], side, MergeConfig(), depth)
+    assert phase[10:40, 10:40].all() and not phase[50:70, 80:100].any()
+    assert labels[10:40, 10:40].min() == labels[10:40, 10:40].max() > 0  # one object: SAM's mask
+
+
+def test_without_contrast_the_pixel_fraction_alone_decides():
+    side, depth, particle, patch = shaded_particle_scene()
+    _, phase = merge_phase([particle, patch], side, MergeConfig(phase_min_contrast=0), depth)
+    assert 0 < phase[10:40, 10:40].mean() < 0.5  # only the missed region past the threshold
+    _, phase = merge_phase([particle, patch], side, MergeConfig(), None)  # no depth: no contrast test
+    assert phase[10:40, 10:40].mean() < 0.5
 
 
 def test_phase_regions_no_mask_touched_are_kept():

@@ -243,6 +243,33 @@ def phase_fraction(cand: Candidate, phase_side: np.ndarray) -> float:
     return float(phase_side[y0:y1, x0:x1][cand.mask].mean())
 
 
+def is_phase_object(cand: Candidate, phase_side: np.ndarray, depth: np.ndarray | None, cfg: MergeConfig) -> bool:
+    """Phase when most of the mask's pixels are past the threshold, or (with `depth`) when the
+    mask is phase-coloured on average and stands out from its surroundings (`local_contrast`)."""
+    if phase_fraction(cand, phase_side) >= cfg.phase_min_fraction:
+        return True
+    if depth is None or cfg.phase_min_contrast <= 0:
+        return False
+    inside, ring = local_contrast(cand, depth)
+    return inside > 0 and inside - ring >= cfg.phase_min_contrast
+
+
+def local_contrast(cand: Candidate, depth: np.ndarray) -> tuple[float, float]:
+    """Mean depth inside the mask and in a ring around it (a tenth of the mask's size wide, at
+    least 2 px; no ring when the mask covers its whole window)."""
+    height, width = depth.shape
+    r = max(2, int(round(np.sqrt(cand.area) / 10)))
+    x0, y0, x1, y1 = cand.box
+    wx0, wy0, wx1, wy1 = max(x0 - r, 0), max(y0 - r, 0), min(x1 + r, width), min(y1 + r, height)
+    mask = np.zeros((wy1 - wy0, wx1 - wx0), np.uint8)
+    mask[y0 - wy0 : y1 - wy0, x0 - wx0 : x1 - wx0] = cand.mask
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+    ring = (cv2.dilate(mask, disc) > 0) & (mask == 0)
+    window = depth[wy0:wy1, wx0:wx1]
+    inside = float(window[mask > 0].mean())
+    return inside, float(window[ring].mean()) if ring.any() else inside
+
+
 def paint(cands: list[Candidate], height: int, width: int) -> np.ndarray:
     """Label image where smaller masks are painted over larger ones.
 
@@ -402,7 +429,7 @@ def merge_phase(cands: list[Candidate], phase_side: np.ndarray, cfg: MergeConfig
     `depth` (H, W): how far each pixel's grey lies into the phase, 0 at the threshold and 1 at
     the phase's mean grey; missed regions need a mean depth of `cfg.missed_min_depth`.
     """
-    chosen = [c for c in cands if phase_fraction(c, phase_side) >= cfg.phase_min_fraction]
+    chosen = [c for c in cands if is_phase_object(c, phase_side, depth, cfg)]
     labels = phase_objects(chosen, [phase_side], cfg, depth)
     return labels.astype(np.uint32), (labels > 0).astype(np.uint8)
 
