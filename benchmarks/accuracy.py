@@ -39,8 +39,11 @@ def run_pipeline(cores: int, config: Path = CONFIG) -> float:
     return time.perf_counter() - start
 
 
-def report(results: Path, seconds: float | None) -> str:
+def report(results: Path, seconds: float | None, datasets: list[str] | None = None) -> str:
+    """The tables of `datasets` (all of the results' datasets when None)."""
     summary = pd.read_csv(results / "summary.csv")
+    if datasets is not None:
+        summary = summary[summary.dataset.isin(datasets)]
     lines = ["# Accuracy on ../shared/data (default configuration, zero-shot)", "",
              f"Machine: {platform.processor() or platform.machine()}, CPU, MobileSAM. "
              + (f"Pipeline wall time: {seconds / 60:.1f} min." if seconds else ""), ""]
@@ -138,7 +141,7 @@ def main() -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(yaml.safe_dump(config, sort_keys=False))
     seconds = None if args.skip_run else run_pipeline(args.cores, path)
-    text = report(REPO / config["results"], seconds)
+    text = report(REPO / config["results"], seconds, list(config["datasets"]))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     print(text)
