@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from skimage.segmentation import expand_labels
 from sklearn.metrics import adjusted_rand_score
-from synthetic3d import FAMILY, StackLook, perturb_labels2d, render_stack
+from synthetic3d import FAMILY, StackLook, grey_stack, perturb_labels2d, render_stack, voronoi_volume
 
 from matsam.config import LinkConfig
 from matsam.volumes.consistency import (
@@ -65,6 +65,40 @@ def test_split_on_lines_separates_fused_grains():
     print(f"\n{n} splits, 2D ARI {before:.3f} -> {after:.3f}")
     assert n >= 5 and before < 0.8 and after >= 0.95
     assert all(abs(len(np.unique(s)) - len(np.unique(t))) <= 1 for s, t in zip(split, truth))
+
+
+def test_a_region_that_spills_over_a_line_loses_the_spill():
+    """A 2D region holding a grain and, past the line, a sliver of its neighbour (3 % of the
+    region, as when a mask leaks across a boundary): the sliver becomes a region of its own.
+    The same region without the line stays whole."""
+    rng = np.random.default_rng(3)
+    grey = np.full((2, 60, 90), 150.0) + rng.normal(0, 3, (2, 60, 90))
+    grey[:, :, 80] = 60  # the boundary line, 1 px
+    two = np.where(np.arange(90) < 80, 1, 2)[None, None].repeat(60, 1).repeat(2, 0)
+    evidence = boundary_look(two, grey)
+    assert evidence.look == "dark"
+    spilled = np.ones((2, 60, 90), np.int64)
+    spilled[:, :, 84:] = 2  # the neighbour, except the 3 columns the region took (180 px)
+    split, n = split_on_lines(spilled, grey, evidence)
+    assert n == 2
+    for z in range(2):
+        assert len(np.unique(split[z, :, :79])) == 1 and len(np.unique(split[z, :, 81:84])) == 1
+        assert split[z, 0, 0] != split[z, 0, 82] and split[z, 0, 82] != split[z, 0, 89]
+    whole = grey.copy()
+    whole[:, :, 80] = whole[:, :, 78]
+    same, n = split_on_lines(spilled, whole, evidence)
+    assert n == 0 and np.array_equal(same, spilled)
+
+
+def test_noise_ridges_in_whole_grains_split_nothing():
+    """Correct regions of a noisy stack (noise half the line's depth): no border through a
+    grain's noise is taken for a line along most of its length."""
+    truth = voronoi_volume((16, 200, 200), 100, seed=1, spacing=(0.5, 1.0, 1.0))
+    grey = (grey_stack(truth, seed=1) * 255).astype(np.uint8)[:, :128, :128]
+    truth = truth[:, :128, :128]
+    labels = perturb_labels2d(truth, seed=11).astype(np.int64)
+    split, _ = split_on_lines(labels, grey, boundary_look(labels, grey))
+    assert np.mean([ari(t, s) for t, s in zip(truth, split)]) >= 0.99  # a mean line response: 0.94
 
 
 def test_split_on_lines_leaves_whole_grains_alone():

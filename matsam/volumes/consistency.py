@@ -7,8 +7,9 @@ into short pieces. This module makes the slices agree, using the grey images as 
 1. `boundary_look`: are the grain boundaries dark lines, bright lines or only a change of grey
    level? Decided per stack from the top-hat response on the 2D boundaries against the grain
    interiors, so boundary refinement (`refine_boundaries: auto`) needs no setting.
-2. `split_on_lines`: a 2D region that a boundary line of the image cuts in two is split
-   (the 2D segmenter took both grains and the line as one).
+2. `split_on_lines`: a 2D region is split where a boundary line runs along the border between
+   its watershed pieces (the 2D segmenter took both grains and the line as one, or spilled
+   over a line into a sliver of the neighbour).
 3. after linking, `cut_grey_steps`: a grain is cut where its grey level jumps between slices
    (overlap linked a grain to the different grain below it).
 4. after linking, `absorb_fragments`: short 3D fragments (few slices, small volume) join the
@@ -25,12 +26,22 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 from scipy import ndimage as ndi
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from skimage.morphology import h_maxima
 from skimage.segmentation import find_boundaries, watershed
 
 from matsam.config import LinkConfig
 from matsam.volumes.stack3d import LinkStats, apply_shifts, estimate_shifts, link_slices
 
-LINE_CUT_LEVEL = 0.3  # lower than `Evidence.is_line`: a split needs a line cutting a region through
+LINE_CUT_LEVEL = 0.3  # lower than `Evidence.is_line`: pixels that may be part of a line
+# A split piece needs a centre this many px deeper than the saddle to the next centre: 1 px keeps
+# a grain of a dozen px across its own centre and leaves noise to the joining test.
+SPLIT_SEED_DYNAMIC = 1.0
+# Two pieces of a region are two grains when a line (`Evidence.is_line`) runs along at least
+# this share of the border between them: a watershed border through a noisy grain follows the
+# noise's ridges, which pass for a line here and there but not along most of their length.
+SPLIT_LINE_SHARE = 0.7
 
 
 @dataclass(frozen=True)
@@ -63,7 +74,11 @@ class Evidence:
 
     def is_step(self, difference: float) -> bool:
         """A grey-level difference between two regions that marks two grains."""
-        return abs(difference) > max(0.35 * self.step, 3.0 * self.noise / 4.0)
+        return abs(difference) > self.is_step_level()
+
+    def is_step_level(self) -> float:
+        """The grey-level difference above which `is_step` says two grains."""
+        return max(0.35 * self.step, 3.0 * self.noise / 4.0)
 
 
 def tophat(grey: np.ndarray, lines: str, width: int = 9) -> np.ndarray:
@@ -152,49 +167,117 @@ def elevation(grey: np.ndarray, look: str) -> np.ndarray:
 
 
 def split_on_lines(labels2d: np.ndarray, grey: np.ndarray, evidence: Evidence,
-                   min_share: float = 0.1, min_area: int = 30) -> tuple[np.ndarray, int]:
-    """Split 2D regions that a boundary line of the image cuts through.
+                   min_area: int = 30) -> tuple[np.ndarray, int]:
+    """Split 2D regions along the boundaries that the image shows inside them.
 
-    A 2D segmenter sometimes takes two grains and the line between them as one region, on
-    every slice alike, so the neighbouring slices cannot tell. Boundary pixels (the look's
-    `boundary_response` above `LINE_CUT_LEVEL` of the way from interior to boundary level: a
-    line, or a grey-level edge for contrast-only grains) are taken out of each region; when
-    that leaves two or more parts of >= `min_share` of the region and >= `min_area` px, the
-    region is split by a watershed on `elevation` seeded by those parts.
+    A 2D segmenter sometimes takes two grains and the boundary between them as one region, on
+    every slice alike, so the neighbouring slices cannot tell. Each region is cut into pieces
+    (`_pieces`: a watershed of `elevation` from the centres of its boundary-free parts), and
+    neighbouring pieces of one region join again unless the border between them looks like a
+    boundary: a line (`Evidence.is_line` on `boundary_response`) along `SPLIT_LINE_SHARE` of it
+    or, for grains that differ in grey only (look "none"), a grain-to-grain step
+    (`Evidence.is_step`) between the two pieces' mean grey. A region that spills over a line
+    into a small part of its neighbour loses that part, however small against the region (down
+    to `min_area` px); pieces under `min_area` px join the piece they share most border with.
     Returns int64 labels and the number of regions split.
     """
-    from skimage.measure import label as connected
-
     labels = np.asarray(labels2d).astype(np.int64)
     next_id = int(labels.max(initial=0)) + 1
     n_split = 0
     for z in range(len(labels)):
         lab = labels[z]
         response = boundary_response(grey[z], evidence.look)
-        lines = evidence.is_line_map(response, LINE_CUT_LEVEL)
-        parts = connected(np.where(lines, 0, lab), background=0, connectivity=1)
-        owner = np.zeros(int(parts.max()) + 1, np.int64)
-        owner[parts.ravel()] = lab.ravel()
-        part_area = np.bincount(parts.ravel())
-        region_area = np.bincount(lab.ravel())
-        big = np.flatnonzero((part_area >= np.maximum(min_share * region_area[owner], min_area)) & (owner > 0))
-        big = big[big > 0]
-        regions, n_big = np.unique(owner[big], return_counts=True)
-        relief = None
-        for region in regions[n_big >= 2]:
-            ys, xs = np.nonzero(lab == region)
-            box = np.s_[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
-            mask = lab[box] == region
-            seeds = parts[box] * np.isin(parts[box], big[owner[big] == region])
-            if relief is None:
-                relief = elevation(grey[z], evidence.look)
-            pieces = watershed(relief[box], markers=seeds, mask=mask)
-            ids = np.unique(pieces[pieces > 0])
-            for k in ids[1:]:
-                lab[box][pieces == k] = next_id
-                next_id += 1
-            n_split += 1
+        pieces, owner = _pieces(lab, response, elevation(grey[z], evidence.look), evidence)
+        on_line = evidence.is_line_map(response).astype(np.float32)
+        a, b, line_share, length = _adjacent_pairs(pieces, on_line)
+        same = owner[a] == owner[b]
+        a, b, line_share, length = a[same], b[same], line_share[same], length[same]
+        apart = line_share >= SPLIT_LINE_SHARE
+        if evidence.look == "none":
+            smooth = cv2.GaussianBlur(np.asarray(grey[z], np.float32), (3, 3), 0)
+            area = np.maximum(np.bincount(pieces.ravel(), minlength=owner.size), 1)
+            mean_grey = np.bincount(pieces.ravel(), smooth.ravel(), owner.size) / area
+            apart |= np.abs(mean_grey[a] - mean_grey[b]) > evidence.is_step_level()
+        joined = _components(owner.size, a[~apart], b[~apart])
+        joined = _join_small(joined, pieces, a, b, length, min_area)
+        final = joined[pieces]
+        # the first piece of a region keeps the region's id, the others get new ones
+        ids = np.unique(final[lab > 0])
+        region = np.zeros(int(final.max()) + 1, np.int64)
+        region[final.ravel()] = lab.ravel()
+        first = np.unique(region[ids], return_index=True)[1]
+        extra = np.setdiff1d(ids, ids[first])
+        if extra.size == 0:
+            continue
+        lut = region.copy()
+        lut[extra] = np.arange(next_id, next_id + extra.size)
+        next_id += extra.size
+        n_split += int(np.unique(region[extra]).size)
+        labels[z] = np.where(lab > 0, lut[final], lab)
     return labels, n_split
+
+
+def _pieces(lab: np.ndarray, response: np.ndarray, relief: np.ndarray,
+            evidence: Evidence) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate pieces of every region (ids 1..P, each inside one region) and the region of
+    each piece id (index 0: background). Seeds: the maxima (dynamic >= `SPLIT_SEED_DYNAMIC`
+    px) of the distance to the region's edge and to its boundary-looking pixels."""
+    free = (lab > 0) & ~find_boundaries(lab, mode="inner") & ~evidence.is_line_map(response, LINE_CUT_LEVEL)
+    distance = ndi.distance_transform_edt(free)
+    seeds, _ = ndi.label(h_maxima(distance, SPLIT_SEED_DYNAMIC) & free)
+    flooded = watershed(relief, markers=seeds, mask=lab > 0)
+    # a piece flooded across two regions is two pieces; a region no seed reached is one piece
+    combined = np.where(lab > 0, flooded.astype(np.int64) * (int(lab.max()) + 1) + lab, 0)
+    keys, pieces = np.unique(combined, return_inverse=True)
+    pieces = pieces.reshape(lab.shape)
+    if keys[0] != 0:  # no background: ids from 1
+        pieces += 1
+        keys = np.r_[0, keys]
+    return pieces, keys % (int(lab.max()) + 1)
+
+
+def _adjacent_pairs(pieces: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, ...]:
+    """4-adjacent piece pairs (a < b), the mean of `values` along their border (the larger of
+    the two pixels of each 4-adjacent pair) and the border's length."""
+    pa = np.r_[pieces[:, :-1].ravel(), pieces[:-1].ravel()]
+    pb = np.r_[pieces[:, 1:].ravel(), pieces[1:].ravel()]
+    ra = np.r_[values[:, :-1].ravel(), values[:-1].ravel()]
+    rb = np.r_[values[:, 1:].ravel(), values[1:].ravel()]
+    on = (pa != pb) & (pa > 0) & (pb > 0)
+    lo, hi, value = np.minimum(pa[on], pb[on]), np.maximum(pa[on], pb[on]), np.maximum(ra[on], rb[on])
+    n = int(pieces.max(initial=0)) + 1
+    keys, inverse, length = np.unique(lo * n + hi, return_inverse=True, return_counts=True)
+    mean = np.bincount(inverse, value, keys.size) / length
+    return keys // n, keys % n, mean, length
+
+
+def _components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Component id (>= 1) of each of n nodes joined by the edges (a, b) (a, b > 0); node 0: 0."""
+    graph = coo_matrix((np.ones(a.size, np.int8), (a, b)), shape=(n, n))
+    component = connected_components(graph, directed=False)[1] + 1
+    component[0] = 0
+    return component
+
+
+def _join_small(joined: np.ndarray, pieces: np.ndarray, a: np.ndarray, b: np.ndarray,
+                length: np.ndarray, min_area: int) -> np.ndarray:
+    """Piece ids after pieces (once joined) under `min_area` px join the neighbour they share
+    most border with; a and b: adjacent pieces of one region, length: their border."""
+    n = int(joined.max()) + 1
+    area = np.bincount(joined[pieces].ravel(), minlength=n)
+    ja, jb = joined[a], joined[b]
+    edge = ja != jb
+    if not edge.any():
+        return joined
+    keys, inverse = np.unique(np.minimum(ja, jb)[edge] * n + np.maximum(ja, jb)[edge], return_inverse=True)
+    shared = np.bincount(inverse, length[edge], keys.size)
+    x, y, border = np.r_[keys // n, keys % n], np.r_[keys % n, keys // n], np.r_[shared, shared]
+    order = np.lexsort((-border, x))  # per piece, its longest border first
+    first = np.r_[True, x[order][1:] != x[order][:-1]]
+    best = np.zeros(n, np.int64)
+    best[x[order][first]] = y[order][first]
+    small = np.flatnonzero((area < min_area) & (best > 0))
+    return _components(n, small, best[small])[joined]
 
 
 def cut_grey_steps(labels3d: np.ndarray, grey: np.ndarray, evidence: Evidence,
