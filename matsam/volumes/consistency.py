@@ -32,6 +32,7 @@ from skimage.morphology import h_maxima
 from skimage.segmentation import find_boundaries, watershed
 
 from matsam.config import LinkConfig
+from matsam.imaging import blurred
 from matsam.volumes.stack3d import LinkStats, apply_shifts, estimate_shifts, link_slices
 
 LINE_CUT_LEVEL = 0.3  # lower than `Evidence.is_line`: pixels that may be part of a line
@@ -85,7 +86,7 @@ def tophat(grey: np.ndarray, lines: str, width: int = 9) -> np.ndarray:
     """float32 response to thin lines (narrower than `width` px): black top-hat for dark lines,
     white top-hat for bright ones, of the lightly smoothed slice. A grey-level step gives ~0."""
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (width, width))
-    smooth = cv2.GaussianBlur(np.asarray(grey, np.float32), (3, 3), 0)
+    smooth = blurred(np.asarray(grey, np.float32), 3)
     op = cv2.MORPH_BLACKHAT if lines == "dark" else cv2.MORPH_TOPHAT
     return cv2.morphologyEx(smooth, op, kernel)
 
@@ -95,7 +96,7 @@ def boundary_response(grey: np.ndarray, look: str) -> np.ndarray:
     magnitude (of the lightly smoothed slice) for grains that differ in grey only."""
     if look != "none":
         return tophat(grey, look)
-    smooth = cv2.GaussianBlur(np.asarray(grey, np.float32), (3, 3), 0)
+    smooth = blurred(np.asarray(grey, np.float32), 3)
     return np.hypot(cv2.Sobel(smooth, cv2.CV_32F, 1, 0), cv2.Sobel(smooth, cv2.CV_32F, 0, 1))
 
 
@@ -158,7 +159,7 @@ def _neighbour_steps(lab: np.ndarray, grey: np.ndarray, inner: np.ndarray) -> li
 def elevation(grey: np.ndarray, look: str) -> np.ndarray:
     """The relief a watershed splits along: dark lines are ridges of -grey, bright lines of
     grey, a grey-level step a ridge of the gradient magnitude."""
-    smooth = cv2.GaussianBlur(np.asarray(grey, np.float32), (3, 3), 0)
+    smooth = blurred(np.asarray(grey, np.float32), 3)
     if look == "dark":
         return -smooth
     if look == "bright":
@@ -194,7 +195,7 @@ def split_on_lines(labels2d: np.ndarray, grey: np.ndarray, evidence: Evidence,
         a, b, line_share, length = a[same], b[same], line_share[same], length[same]
         apart = line_share >= SPLIT_LINE_SHARE
         if evidence.look == "none":
-            smooth = cv2.GaussianBlur(np.asarray(grey[z], np.float32), (3, 3), 0)
+            smooth = blurred(np.asarray(grey[z], np.float32), 3)
             area = np.maximum(np.bincount(pieces.ravel(), minlength=owner.size), 1)
             mean_grey = np.bincount(pieces.ravel(), smooth.ravel(), owner.size) / area
             apart |= np.abs(mean_grey[a] - mean_grey[b]) > evidence.is_step_level()
