@@ -226,7 +226,8 @@ class LinkConfig:
     # boundary_look).
     refine_boundaries: Literal["auto", "none", "dark", "bright"] = "auto"
     # Grain stacks: make the slices agree (split regions cut by a boundary line, cut grains at
-    # grey-level jumps between slices, let short fragments join a neighbour; matsam/volumes/consistency.py).
+    # grey-level jumps between slices, let short fragments join a neighbour, cut grains linked tip
+    # to tip at the waist between them; matsam/volumes/consistency.py).
     consistent: bool = True
     # A 3D grain on at most this many slices ...
     fragment_slices: int = 2

@@ -12,7 +12,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
-from skimage.segmentation import expand_labels
+from skimage.segmentation import expand_labels, find_boundaries
 from sklearn.metrics import adjusted_rand_score
 from synthetic3d import FAMILY, StackLook, grey_stack, perturb_labels2d, render_stack, voronoi_volume
 
@@ -20,12 +20,13 @@ from matsam.config import LinkConfig
 from matsam.volumes.consistency import (
     absorb_fragments,
     boundary_look,
+    cut_at_waists,
     cut_grey_steps,
     link_consistent,
     split_on_lines,
 )
 from matsam.volumes.measure3d import ellipsoids, neighbour_counts, neighbour_pairs, size_statistics
-from matsam.volumes.stack3d import link_slices
+from matsam.volumes.stack3d import apply_shifts, link_slices
 
 LOOKS = {look.name: look for look in FAMILY}
 
@@ -143,6 +144,60 @@ def test_fragments_join_their_grain_but_not_a_different_one():
     kept, _ = absorb_fragments(linked, grey, evidence)
     assert all(len(np.unique(kept[truth == t])) >= 1 for t in np.unique(truth))
     assert ari(truth, kept) >= ari(truth, linked) - 0.005
+
+
+def tip_to_tip(offset: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two cones of the same grey in a matrix grain: one narrows to a tip on slice 5, the next
+    starts on slice 6 from a tip `offset` px beside it and widens. Returns (truth, grey, 2D
+    labels); the 2D labels are the true sections, ids changing per slice."""
+    yy, xx = np.mgrid[:64, :64]
+    truth = np.ones((13, 64, 64), np.int64)
+    for z in range(13):
+        upper = z <= 5
+        radius = 14 - 2 * z if upper else 3 + 2 * (z - 6)
+        cx = 30 if upper else 30 + offset
+        truth[z][(yy - 32) ** 2 + (xx - cx) ** 2 <= radius**2] = 2 if upper else 3
+    grey = np.where(truth == 1, 160, 100).astype(np.uint8)
+    for z in range(13):
+        grey[z][find_boundaries(truth[z], mode="inner")] = 40
+    return truth, grey, truth * 10 + np.arange(13)[:, None, None]
+
+
+def test_grains_linked_tip_to_tip_are_cut_at_the_waist():
+    truth, grey, labels = tip_to_tip()
+    linked, _ = link_slices(labels, LinkConfig())
+    assert len(np.unique(linked[truth > 1])) == 1  # overlap linking chains the two cones
+    cut, n = cut_at_waists(linked)
+    assert n == 1 and ari(truth, cut) == 1.0
+    assert cut_at_waists(truth)[1] == 0  # convex grains have no waist
+    consistent, _, counts = link_consistent(labels, grey, LinkConfig(), boundary_look(labels, grey))
+    assert counts["waist_cuts"] == 1 and ari(truth, consistent) == 1.0
+
+
+def test_a_slice_cut_into_pieces_is_no_waist():
+    """A grain the 2D segmenter cuts in three on one slice: the piece linked on is a third of the
+    section, a waist for `cut_at_waists` alone; absorbing the other pieces first heals it."""
+    truth, grey, _ = render_stack(small("dark2-base", slices=12))
+    labels = segmenter_like(truth, seed=1).astype(np.int64)
+    grain = np.bincount(truth[6].ravel()).argmax()
+    xs = np.nonzero(truth[6] == grain)[1]
+    thirds = np.digitize(np.arange(truth.shape[2]), np.percentile(xs, [33, 67]))
+    piece = (labels[6] > 0) & (truth[6] == grain)
+    labels[6][piece] = (labels.max() + 1 + thirds[None].repeat(truth.shape[1], 0))[piece]
+    assert cut_at_waists(link_slices(labels, LinkConfig())[0])[1] >= 1
+    whole = segmenter_like(truth, seed=1)
+    evidence = boundary_look(whole, grey)
+    reference, _, _ = link_consistent(whole, grey, LinkConfig(), evidence)
+    linked, _, counts = link_consistent(labels, grey, LinkConfig(), evidence)
+    assert counts["waist_cuts"] == 0 and linked.max() == reference.max()
+    assert ari(truth, linked) >= ari(truth, reference) - 0.002
+
+
+def test_a_grain_leaving_a_drifting_view_is_no_waist():
+    truth, _, origins = render_stack(LOOKS["dark2-drift-align"])
+    view = apply_shifts(np.ones(truth.shape, bool), origins).all(axis=0)
+    assert cut_at_waists(truth)[1] >= 1  # sections clipped by the moving field of view
+    assert cut_at_waists(truth, view)[1] == 0
 
 
 @pytest.mark.parametrize("name", ["dark2-base", "bright2-gradient", "contrast-only"])
