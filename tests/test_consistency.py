@@ -102,6 +102,27 @@ def test_noise_ridges_in_whole_grains_split_nothing():
     assert np.mean([ari(t, s) for t, s in zip(truth, split)]) >= 0.99  # a mean line response: 0.94
 
 
+def test_fused_grains_of_close_grey_are_split_but_a_shaded_grain_is_not():
+    """Contrast-only grains: two fused round grains a fifth of the stack's typical grain step
+    apart (below `Evidence.is_step`, which compares single grains along z, and too faint for a
+    line) are split; the same region shaded by as much from side to side, with no step, is not."""
+    rng = np.random.default_rng(4)
+    yy, xx = np.mgrid[:60, :100]
+    left, right = np.hypot(yy - 30, xx - 32) <= 22, np.hypot(yy - 30, xx - 68) <= 22
+    region = np.where(left | right, 1, 0)[None].repeat(2, 0)
+    truth = np.where(region > 0, np.where(xx < 50, 1, 2), 0)
+    noise = rng.normal(0, 3, region.shape)
+    typical = np.where(truth == 1, 100.0, 160.0) + noise  # the stack's grains, 60 apart
+    evidence = boundary_look(truth, np.where(region > 0, typical, 200.0))
+    assert evidence.look == "none" and not evidence.is_step(12.0)
+    grey = np.where(region > 0, np.where(truth == 1, 120.0, 132.0), 200.0) + noise
+    split, n = split_on_lines(region, grey, evidence)
+    assert n == 2 and all(ari(t, s) > 0.95 for t, s in zip(truth, split))
+    shaded = np.where(region > 0, 110.0 + 24.0 * xx / 100, 200.0) + noise  # 12 levels between the centres
+    whole, n = split_on_lines(region, shaded, evidence)
+    assert n == 0 and np.array_equal(whole, region)
+
+
 def test_split_on_lines_leaves_whole_grains_alone():
     truth, grey, _ = render_stack(small("dark2-base", slices=4))
     labels = segmenter_like(truth, seed=1)

@@ -45,6 +45,12 @@ SPLIT_SEED_DYNAMIC = 1.0
 # this share of the border between them: a watershed border through a noisy grain follows the
 # noise's ridges, which pass for a line here and there but not along most of their length.
 SPLIT_LINE_SHARE = 0.7
+# Grains that differ in grey only: two pieces of a region are two grains when their mean grey
+# differs by this share of the typical grain-to-grain step (and by 1.5 standard errors of the
+# noise). Piece means are averages of hundreds of pixels, far less noisy than the single grains
+# `Evidence.is_step` compares along z; on contrast-only stacks the step test alone left half the
+# fused neighbours fused.
+PIECE_STEP_SHARE = 0.1
 # A grain whose sqrt(cross-section area) drops below 1/WAIST_RATIO of its largest value on both
 # sides is two grains. For a convex grain sqrt(area) is concave along z (Brunn-Minkowski), so it
 # has no waist at all; linked tips of the synthetic family show 1.66-4.2, its whole grains at most 1.47.
@@ -82,6 +88,11 @@ class Evidence:
     def is_step(self, difference: float) -> bool:
         """A grey-level difference between two regions that marks two grains."""
         return abs(difference) > self.is_step_level()
+
+    def ridge_level(self) -> float:
+        """A boundary response that is more than interior noise: a tenth of the way from
+        interior to boundary level (a grey-level ramp inside a grain stays below)."""
+        return self.line_floor + 0.1 * (self.line_depth - self.line_floor)
 
     def is_step_level(self) -> float:
         """The grey-level difference above which `is_step` says two grains."""
@@ -182,10 +193,13 @@ def split_on_lines(labels2d: np.ndarray, grey: np.ndarray, evidence: Evidence,
     (`_pieces`: a watershed of `elevation` from the centres of its boundary-free parts), and
     neighbouring pieces of one region join again unless the border between them looks like a
     boundary: a line (`Evidence.is_line` on `boundary_response`) along `SPLIT_LINE_SHARE` of it
-    or, for grains that differ in grey only (look "none"), a grain-to-grain step
-    (`Evidence.is_step`) between the two pieces' mean grey. A region that spills over a line
-    into a small part of its neighbour loses that part, however small against the region (down
-    to `min_area` px); pieces under `min_area` px join the piece they share most border with.
+    or, for grains that differ in grey only (look "none"), a difference of the two pieces' mean
+    grey (`_grey_apart`: a tenth of a grain-to-grain step, well above the noise) across a border
+    that is a ridge of the grey-level gradient along half of it or more (`Evidence.ridge_level`:
+    a grey-level ramp inside one grain is no ridge). A region that spills
+    over a line into a small part of its neighbour loses that part, however small against the
+    region (down to `min_area` px); pieces under `min_area` px join the piece they share most
+    border with.
     Returns int64 labels and the number of regions split.
     """
     labels = np.asarray(labels2d).astype(np.int64)
@@ -201,10 +215,8 @@ def split_on_lines(labels2d: np.ndarray, grey: np.ndarray, evidence: Evidence,
         a, b, line_share, length = a[same], b[same], line_share[same], length[same]
         apart = line_share >= SPLIT_LINE_SHARE
         if evidence.look == "none":
-            smooth = blurred(np.asarray(grey[z], np.float32), 3)
-            area = np.maximum(np.bincount(pieces.ravel(), minlength=owner.size), 1)
-            mean_grey = np.bincount(pieces.ravel(), smooth.ravel(), owner.size) / area
-            apart |= np.abs(mean_grey[a] - mean_grey[b]) > evidence.is_step_level()
+            ridge = _adjacent_pairs(pieces, (response > evidence.ridge_level()).astype(np.float32))[2][same]
+            apart |= _grey_apart(pieces, grey[z], a, b, evidence) & (ridge >= 0.5)
         joined = _components(owner.size, a[~apart], b[~apart])
         joined = _join_small(joined, pieces, a, b, length, min_area)
         final = joined[pieces]
@@ -222,6 +234,17 @@ def split_on_lines(labels2d: np.ndarray, grey: np.ndarray, evidence: Evidence,
         n_split += int(np.unique(region[extra]).size)
         labels[z] = np.where(lab > 0, lut[final], lab)
     return labels, n_split
+
+
+def _grey_apart(pieces: np.ndarray, grey: np.ndarray, a: np.ndarray, b: np.ndarray,
+                evidence: Evidence) -> np.ndarray:
+    """Whether adjacent pieces a and b differ in mean grey (of the lightly smoothed slice) by
+    `PIECE_STEP_SHARE` of a grain step and by 1.5 standard errors of the difference of means."""
+    smooth = blurred(np.asarray(grey, np.float32), 3)
+    area = np.maximum(np.bincount(pieces.ravel(), minlength=int(pieces.max()) + 1), 1)
+    mean_grey = np.bincount(pieces.ravel(), smooth.ravel(), area.size) / area
+    error = 1.5 * evidence.noise * np.sqrt(1.0 / area[a] + 1.0 / area[b])
+    return np.abs(mean_grey[a] - mean_grey[b]) > np.maximum(PIECE_STEP_SHARE * evidence.step, error)
 
 
 def _pieces(lab: np.ndarray, response: np.ndarray, relief: np.ndarray,
