@@ -267,3 +267,16 @@ FAMILY = [
     StackLook("dark2-100-slices", shape=(100, 96, 96), grain_px=25.0, seed=9),
 ]
 """The benchmark's stacks (benchmarks/stack_accuracy.py); tests use a few of them, shrunk."""
+
+FRESH = [
+    StackLook("fresh-dark2", seed=31),
+    StackLook("fresh-dark3-40px", grain_px=40.0, line_px=3, seed=32),
+    StackLook("fresh-bright2-noisy", line="bright", noise=0.06, seed=33),
+    StackLook("fresh-dark2-60-slices", shape=(60, 96, 96), grain_px=22.0, seed=34),
+    StackLook("fresh-dark2-columnar", elongation=2.0, grain_px=25.0, seed=35),
+    StackLook("fresh-none-gradient", line_px=0, noise=0.03, blur=0.8, gradient=0.35, seed=21),
+    StackLook("fresh-none-large-noisy", line_px=0, grain_px=45.0, noise=0.05, blur=0.8, seed=22),
+    StackLook("fresh-none-small", line_px=0, grain_px=22.0, noise=0.03, blur=0.5, seed=23),
+]
+"""Looks and seeds the defaults were not tuned on (`stack_accuracy.py --family fresh`), to check
+that a change that helps `FAMILY` holds on stacks it has not seen."""
