@@ -228,7 +228,8 @@ def styled_grey(labels3d: np.ndarray, look: StackLook) -> np.ndarray:
 def contrasting_levels(labels3d: np.ndarray, rng: np.random.Generator, low: float = 0.3, high: float = 0.8,
                        min_step: float = 0.08) -> np.ndarray:
     """float32 grey level per label, touching grains (3D) at least `min_step` apart where the
-    range allows (greedy: a random level among those far enough from the neighbours' levels)."""
+    range allows (greedy: a random level among those far enough from the neighbours' levels; where
+    none is, the level farthest from them, so that no two neighbours share a grey level)."""
     from matsam.volumes.measure3d import neighbour_pairs
 
     pairs = neighbour_pairs(labels3d)[["grain_a", "grain_b"]].to_numpy()
@@ -237,8 +238,9 @@ def contrasting_levels(labels3d: np.ndarray, rng: np.random.Generator, low: floa
     for grain in rng.permutation(np.arange(1, level.size)):
         near = level[np.r_[pairs[pairs[:, 0] == grain, 1], pairs[pairs[:, 1] == grain, 0]]]
         near = near[np.isfinite(near)]
-        free = choices[(np.abs(choices[:, None] - near[None]) >= min_step).all(axis=1)]
-        level[grain] = rng.choice(free if free.size else choices)
+        gap = np.abs(choices[:, None] - near[None]).min(axis=1) if near.size else np.full(choices.size, np.inf)
+        free = choices[gap >= min_step]
+        level[grain] = rng.choice(free) if free.size else choices[np.argmax(gap)]
     level[0] = 0.0
     return level
 
