@@ -38,6 +38,9 @@ from matsam.imaging import blurred
 from matsam.volumes.stack3d import LinkStats, apply_shifts, estimate_shifts, link_slices
 
 LINE_CUT_LEVEL = 0.3  # lower than `Evidence.is_line`: pixels that may be part of a line
+# Grains that differ in grey only: a gradient response this share of the way from interior to
+# boundary level is a ridge (a faint grain-to-grain step); a grey ramp inside a grain stays below.
+RIDGE_LEVEL = 0.1
 # A split piece needs a centre this many px deeper than the saddle to the next centre: 1 px keeps
 # a grain of a dozen px across its own centre and leaves noise to the joining test.
 SPLIT_SEED_DYNAMIC = 1.0
@@ -90,9 +93,8 @@ class Evidence:
         return abs(difference) > self.is_step_level()
 
     def ridge_level(self) -> float:
-        """A boundary response that is more than interior noise: a tenth of the way from
-        interior to boundary level (a grey-level ramp inside a grain stays below)."""
-        return self.line_floor + 0.1 * (self.line_depth - self.line_floor)
+        """A boundary response that is more than interior noise (`RIDGE_LEVEL`)."""
+        return self.line_floor + RIDGE_LEVEL * (self.line_depth - self.line_floor)
 
     def is_step_level(self) -> float:
         """The grey-level difference above which `is_step` says two grains."""
@@ -251,8 +253,10 @@ def _pieces(lab: np.ndarray, response: np.ndarray, relief: np.ndarray,
             evidence: Evidence) -> tuple[np.ndarray, np.ndarray]:
     """Candidate pieces of every region (ids 1..P, each inside one region) and the region of
     each piece id (index 0: background). Seeds: the maxima (dynamic >= `SPLIT_SEED_DYNAMIC`
-    px) of the distance to the region's edge and to its boundary-looking pixels."""
-    free = (lab > 0) & ~find_boundaries(lab, mode="inner") & ~evidence.is_line_map(response, LINE_CUT_LEVEL)
+    px) of the distance to the region's edge and to its boundary-looking pixels (lines above
+    `LINE_CUT_LEVEL`; for grains that differ in grey only, gradient ridges above `RIDGE_LEVEL`)."""
+    cut_level = RIDGE_LEVEL if evidence.look == "none" else LINE_CUT_LEVEL  # faint steps must part seeds too
+    free = (lab > 0) & ~find_boundaries(lab, mode="inner") & ~evidence.is_line_map(response, cut_level)
     distance = ndi.distance_transform_edt(free)
     seeds, _ = ndi.label(h_maxima(distance, SPLIT_SEED_DYNAMIC) & free)
     flooded = watershed(relief, markers=seeds, mask=lab > 0)
