@@ -279,6 +279,10 @@ FRESH = [
     StackLook("fresh-none-gradient", line_px=0, noise=0.03, blur=0.8, gradient=0.35, seed=21),
     StackLook("fresh-none-large-noisy", line_px=0, grain_px=45.0, noise=0.05, blur=0.8, seed=22),
     StackLook("fresh-none-small", line_px=0, grain_px=22.0, noise=0.03, blur=0.5, seed=23),
+    StackLook("fresh-dark2-drift", drift=2, gradient=0.2, seed=101),
+    StackLook("fresh-bright2-drift", line="bright", drift=2, seed=102),
+    StackLook("fresh-dark3-drift-large", grain_px=40.0, line_px=3, drift=2, seed=103),
+    StackLook("fresh-dark2-drift-256", shape=(16, 256, 256), drift=2, gradient=0.2, seed=104),
 ]
 """Looks and seeds the defaults were not tuned on (`stack_accuracy.py --family fresh`), to check
 that a change that helps `FAMILY` holds on stacks it has not seen."""
