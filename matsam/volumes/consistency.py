@@ -198,10 +198,9 @@ def split_on_lines(labels2d: np.ndarray, grey: np.ndarray, evidence: Evidence,
     or, for grains that differ in grey only (look "none"), a difference of the two pieces' mean
     grey (`_grey_apart`: a tenth of a grain-to-grain step, well above the noise) across a border
     that is a ridge of the grey-level gradient along half of it or more (`Evidence.ridge_level`:
-    a grey-level ramp inside one grain is no ridge). A region that spills
-    over a line into a small part of its neighbour loses that part, however small against the
-    region (down to `min_area` px); pieces under `min_area` px join the piece they share most
-    border with.
+    a grey-level ramp inside one grain is no ridge). A region that spills over a line into a
+    small part of its neighbour loses that part, however small against the region (down to
+    `min_area` px); pieces under `min_area` px join the piece they share most border with.
     Returns int64 labels and the number of regions split.
     """
     labels = np.asarray(labels2d).astype(np.int64)

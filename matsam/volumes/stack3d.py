@@ -48,10 +48,10 @@ def estimate_shifts(slices: np.ndarray, refine: bool = True) -> np.ndarray:
     slices: (z, y, x) grey or (z, y, x, c) colour images (channels are averaged).
     Returns (z, 2) int64 (dy, dx) such that `apply_shifts(slices, shifts)` registers every slice
     onto slice 0. Each step is phase correlation (Hann-windowed, cv2.phaseCorrelate), refined by
-    `_residual_flow` unless `refine` is False. On synthetic drifting stacks (30-px grains, 2-px
-    z steps) this cuts the registration error after 16 slices from 1.2 to 0.65 px on 128 x 128
-    fields and from 0.40 to 0.11 px on 384 x 384. Steps are subpixel and summed before rounding, so a slow drift of a
-    fraction of a pixel per slice is not lost.
+    `_residual_flow` unless `refine` is False: on synthetic drifting stacks (30-px grains, 2-px
+    z steps) the refinement cuts the error after 16 slices from 1.2 to 0.65 px on 128 x 128
+    fields and from 0.40 to 0.11 px on 384 x 384. Steps are subpixel and summed before
+    rounding, so a slow drift of a fraction of a pixel per slice is not lost.
     """
     grey = np.asarray(slices, np.float32)
     if grey.ndim == 4:
@@ -76,11 +76,11 @@ def _residual_flow(previous: np.ndarray, current: np.ndarray, dy: float, dx: flo
     many boundaries that stay put. A correction over `max_px` means the flow lost track: none.
     """
     lo, hi = np.percentile(previous, [0.5, 99.5])
-    scale = 255.0 / max(float(hi - lo), 1e-6)
-    to_u8 = lambda image: np.clip((image - lo) * scale, 0, 255).astype(np.uint8)  # noqa: E731
+    scale = 255.0 / max(float(hi - lo), 1e-6)  # Farneback takes 8-bit images; one scale for both
     moved = cv2.warpAffine(current, np.float32([[1, 0, dx], [0, 1, dy]]), current.shape[::-1],
                            borderMode=cv2.BORDER_REFLECT)
-    flow = cv2.calcOpticalFlowFarneback(to_u8(previous), to_u8(moved), None, 0.5, 3, 15, 3, 5, 1.2, 0)
+    first, second = (np.clip((image - lo) * scale, 0, 255).astype(np.uint8) for image in (previous, moved))
+    flow = cv2.calcOpticalFlowFarneback(first, second, None, 0.5, 3, 15, 3, 5, 1.2, 0)
     gy, gx = np.gradient(cv2.GaussianBlur(previous, (3, 3), 0))
     edges = np.hypot(gx, gy)
     edges[:8], edges[-8:], edges[:, :8], edges[:, -8:] = 0, 0, 0, 0
