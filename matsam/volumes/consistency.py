@@ -58,6 +58,8 @@ PIECE_STEP_SHARE = 0.1
 # sides is two grains. For a convex grain sqrt(area) is concave along z (Brunn-Minkowski), so it
 # has no waist at all; linked tips of the synthetic family show 1.66-4.2, its whole grains at most 1.47.
 WAIST_RATIO = 1.6
+# What `link_consistent` counts (summary.csv columns of a grain stack).
+COUNTS = ("line_splits", "grey_cuts", "fragments_joined", "waist_cuts")
 
 
 @dataclass(frozen=True)
@@ -91,10 +93,6 @@ class Evidence:
     def is_step(self, difference: float) -> bool:
         """A grey-level difference between two regions that marks two grains."""
         return abs(difference) > self.is_step_level()
-
-    def ridge_level(self) -> float:
-        """A boundary response that is more than interior noise (`RIDGE_LEVEL`)."""
-        return self.line_floor + RIDGE_LEVEL * (self.line_depth - self.line_floor)
 
     def is_step_level(self) -> float:
         """The grey-level difference above which `is_step` says two grains."""
@@ -197,8 +195,8 @@ def split_on_lines(labels2d: np.ndarray, grey: np.ndarray, evidence: Evidence,
     boundary: a line (`Evidence.is_line` on `boundary_response`) along `SPLIT_LINE_SHARE` of it
     or, for grains that differ in grey only (look "none"), a difference of the two pieces' mean
     grey (`_grey_apart`: a tenth of a grain-to-grain step, well above the noise) across a border
-    that is a ridge of the grey-level gradient along half of it or more (`Evidence.ridge_level`:
-    a grey-level ramp inside one grain is no ridge). A region that spills over a line into a
+    that is a ridge of the grey-level gradient along half of it or more (`RIDGE_LEVEL`: a
+    grey-level ramp inside one grain is no ridge). A region that spills over a line into a
     small part of its neighbour loses that part, however small against the region (down to
     `min_area` px); pieces under `min_area` px join the piece they share most border with.
     Returns int64 labels and the number of regions split.
@@ -210,14 +208,15 @@ def split_on_lines(labels2d: np.ndarray, grey: np.ndarray, evidence: Evidence,
         lab = labels[z]
         response = boundary_response(grey[z], evidence.look)
         pieces, owner = _pieces(lab, response, elevation(grey[z], evidence.look), evidence)
-        on_line = evidence.is_line_map(response).astype(np.float32)
-        a, b, line_share, length = _adjacent_pairs(pieces, on_line)
+        maps = [evidence.is_line_map(response)]
+        if evidence.look == "none":  # and where the gradient is a ridge
+            maps.append(evidence.is_line_map(response, RIDGE_LEVEL))
+        a, b, shares, length = _adjacent_pairs(pieces, *(m.astype(np.float32) for m in maps))
         same = owner[a] == owner[b]
-        a, b, line_share, length = a[same], b[same], line_share[same], length[same]
-        apart = line_share >= SPLIT_LINE_SHARE
+        a, b, length, shares = a[same], b[same], length[same], [share[same] for share in shares]
+        apart = shares[0] >= SPLIT_LINE_SHARE
         if evidence.look == "none":
-            ridge = _adjacent_pairs(pieces, (response > evidence.ridge_level()).astype(np.float32))[2][same]
-            apart |= _grey_apart(pieces, grey[z], a, b, evidence) & (ridge >= 0.5)
+            apart |= _grey_apart(pieces, grey[z], a, b, evidence) & (shares[1] >= 0.5)
         joined = _components(owner.size, a[~apart], b[~apart])
         joined = _join_small(joined, pieces, a, b, length, min_area)
         final = joined[pieces]
@@ -269,19 +268,22 @@ def _pieces(lab: np.ndarray, response: np.ndarray, relief: np.ndarray,
     return pieces, keys % (int(lab.max()) + 1)
 
 
-def _adjacent_pairs(pieces: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, ...]:
-    """4-adjacent piece pairs (a < b), the mean of `values` along their border (the larger of
-    the two pixels of each 4-adjacent pair) and the border's length."""
+def _adjacent_pairs(pieces: np.ndarray,
+                    *maps: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], np.ndarray]:
+    """4-adjacent piece pairs (a < b), per map the mean of its values along their border (the
+    larger of the two pixels of each 4-adjacent pair), and the border's length."""
     pa = np.r_[pieces[:, :-1].ravel(), pieces[:-1].ravel()]
     pb = np.r_[pieces[:, 1:].ravel(), pieces[1:].ravel()]
-    ra = np.r_[values[:, :-1].ravel(), values[:-1].ravel()]
-    rb = np.r_[values[:, 1:].ravel(), values[1:].ravel()]
     on = (pa != pb) & (pa > 0) & (pb > 0)
-    lo, hi, value = np.minimum(pa[on], pb[on]), np.maximum(pa[on], pb[on]), np.maximum(ra[on], rb[on])
+    lo, hi = np.minimum(pa[on], pb[on]), np.maximum(pa[on], pb[on])
     n = int(pieces.max(initial=0)) + 1
     keys, inverse, length = np.unique(lo * n + hi, return_inverse=True, return_counts=True)
-    mean = np.bincount(inverse, value, keys.size) / length
-    return keys // n, keys % n, mean, length
+    means = []
+    for values in maps:
+        ra = np.r_[values[:, :-1].ravel(), values[:-1].ravel()]
+        rb = np.r_[values[:, 1:].ravel(), values[1:].ravel()]
+        means.append(np.bincount(inverse, np.maximum(ra[on], rb[on]), keys.size) / length)
+    return keys // n, keys % n, means, length
 
 
 def _components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -513,12 +515,12 @@ def link_consistent(labels2d: np.ndarray, grey: np.ndarray, cfg: LinkConfig, evi
 
     labels2d: (z, y, x) per-slice grain labels; grey: (z, y, x) grey slices. Returns uint32 3D
     grain ids, the link statistics (shifts included; n_grains after absorbing) and the counts
-    `line_splits`, `grey_cuts`, `fragments_joined` and `waist_cuts`.
+    (`COUNTS`: line_splits, grey_cuts, fragments_joined, waist_cuts).
     """
     shifts = estimate_shifts(grey) if align else np.zeros((len(grey), 2), np.int64)
     if align:
         labels2d, grey = apply_shifts(labels2d, shifts), apply_shifts(grey, shifts)
-    counts = {"line_splits": 0, "grey_cuts": 0, "fragments_joined": 0, "waist_cuts": 0}
+    counts = dict.fromkeys(COUNTS, 0)
     if cfg.consistent:
         labels2d, counts["line_splits"] = split_on_lines(labels2d, grey, evidence)
     labels3d, stats = link_slices(labels2d, cfg)

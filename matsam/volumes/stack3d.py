@@ -20,6 +20,7 @@ from skimage.measure import regionprops_table
 from skimage.segmentation import find_boundaries, watershed
 
 from matsam.config import LinkConfig
+from matsam.imaging import blurred
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ def _residual_flow(previous: np.ndarray, current: np.ndarray, dy: float, dx: flo
                            borderMode=cv2.BORDER_REFLECT)
     first, second = (np.clip((image - lo) * scale, 0, 255).astype(np.uint8) for image in (previous, moved))
     flow = cv2.calcOpticalFlowFarneback(first, second, None, 0.5, 3, 15, 3, 5, 1.2, 0)
-    gy, gx = np.gradient(cv2.GaussianBlur(previous, (3, 3), 0))
+    gy, gx = np.gradient(blurred(previous, 3))
     edges = np.hypot(gx, gy)
     edges[:8], edges[-8:], edges[:, :8], edges[:, -8:] = 0, 0, 0, 0
     strong = edges > np.percentile(edges, 70)
@@ -375,7 +376,7 @@ def refine_boundaries(labels: np.ndarray, grey: np.ndarray, lines: str, width: i
     if lost.size:
         keep = np.isin(labels, lost)
         markers[keep] = labels[keep]
-    smooth = cv2.GaussianBlur(grey.astype(np.float32), (3, 3), 0)
+    smooth = blurred(grey.astype(np.float32), 3)
     return watershed(-smooth if lines == "dark" else smooth, markers=markers).astype(labels.dtype)
 
 

@@ -255,8 +255,7 @@ STACK_SUMMARY_COLUMNS = [
     "n_grains_3d", "n_grains_sized", "mean_grain_volume_vox", "median_grain_volume_vox",
     "p10_grain_volume_vox", "p90_grain_volume_vox", "mean_grain_volume_um3",
     "mean_equivalent_sphere_diameter_um", "phase_volume_fraction", "aligned", "max_shift_px",
-    *LINK_STATS, "refine_boundaries", "boundary_look", "boundary_line_ratio", "line_splits", "grey_cuts",
-    "fragments_joined", "waist_cuts",
+    *LINK_STATS, "refine_boundaries", "boundary_look", "boundary_line_ratio", *consistency.COUNTS,
 ]
 
 
@@ -326,7 +325,7 @@ def link_stack(label_files: Sequence[PathLike], map_files: Sequence[PathLike], g
         "refine_boundaries": cfg.refine_boundaries if mode == "grain" else None,
         "boundary_look": evidence.look if evidence else None,
         "boundary_line_ratio": round(evidence.line_ratio, 3) if evidence else None,
-        **{k: counts.get(k) for k in ("line_splits", "grey_cuts", "fragments_joined", "waist_cuts")},
+        **{k: counts.get(k) for k in consistency.COUNTS},
     }
     per_class = [c for c in row if c.startswith("volume_fraction_class_")]
     io.write_csv(outputs["summary"], pd.DataFrame([row]).reindex(columns=STACK_SUMMARY_COLUMNS + per_class))
