@@ -143,6 +143,19 @@ def test_registration_follows_the_drift_not_the_inclined_boundaries():
     assert np.mean(errors[True]) < 0.7 * np.mean(errors[False])
 
 
+def test_a_blank_slice_does_not_move_the_stack():
+    """A black frame (a failed acquisition) has no correlation peak, where cv2 reports half a
+    frame: it keeps the shift before it, and the slices after it still register."""
+    _, grey, origins = _drifting_stack((0.25, 1.0, 1.0), 20, seed=0)
+    blank = grey.astype(np.float32).copy()
+    blank[5] = 0
+    shifts = estimate_shifts(blank)
+    keep = np.arange(len(grey)) != 5
+    assert np.abs(shifts[keep] - origins[keep]).max() <= 1
+    assert np.array_equal(shifts[5], shifts[4])
+    assert np.array_equal(estimate_shifts(np.zeros((3, 40, 40), np.float32)), np.zeros((3, 2), np.int64))
+
+
 def test_apply_shifts_moves_content_and_fills():
     volume = np.arange(2 * 4 * 5).reshape(2, 4, 5) + 1
     out = apply_shifts(volume, np.array([[0, 0], [1, -2]]), fill=-1)

@@ -52,19 +52,26 @@ def estimate_shifts(slices: np.ndarray, refine: bool = True) -> np.ndarray:
     `_residual_flow` unless `refine` is False: on synthetic drifting stacks (30-px grains, 2-px
     z steps) the refinement cuts the error after 16 slices from 1.2 to 0.65 px on 128 x 128
     fields and from 0.40 to 0.11 px on 384 x 384. Steps are subpixel and summed before
-    rounding, so a slow drift of a fraction of a pixel per slice is not lost.
+    rounding, so a slow drift of a fraction of a pixel per slice is not lost. A blank slice (a
+    failed frame: no correlation peak, where cv2 reports half a frame) keeps the shift before
+    it, and the next slice is registered onto the last one with content.
     """
     grey = np.asarray(slices, np.float32)
     if grey.ndim == 4:
         grey = grey.mean(axis=-1)
     window = cv2.createHanningWindow(grey.shape[:0:-1], cv2.CV_32F)
-    steps = np.zeros((grey.shape[0], 2))
+    position = np.zeros((grey.shape[0], 2))  # subpixel, relative to slice 0
+    reference = 0
     for z in range(1, grey.shape[0]):
-        (dx, dy), _ = cv2.phaseCorrelate(grey[z], grey[z - 1], window)
-        steps[z] = dy, dx
+        (dx, dy), response = cv2.phaseCorrelate(grey[z], grey[reference], window)
+        if not response > 0:
+            position[z] = position[reference]
+            continue
+        step = np.array([dy, dx])
         if refine:
-            steps[z] += _residual_flow(grey[z - 1], grey[z], dy, dx)
-    return np.rint(np.cumsum(steps, axis=0)).astype(np.int64)
+            step += _residual_flow(grey[reference], grey[z], dy, dx)
+        position[z], reference = position[reference] + step, z
+    return np.rint(position).astype(np.int64)
 
 
 def _residual_flow(previous: np.ndarray, current: np.ndarray, dy: float, dx: float,
